@@ -1,0 +1,178 @@
+"""The ``tuning`` command: thin commands over the library, errors mapped to exit codes.
+
+Owns argument parsing and what the user sees in the terminal. Each command calls library
+functions; a :class:`~tuning.errors.ConfigError` becomes one line on stderr and exit code 2, an
+interrupt (Ctrl-C or SIGTERM) exit code 130 after the runs are ended, and any other error keeps
+its traceback. No tuning logic lives here.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from tuning.errors import ConfigError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    help="Tune Keras MLPs with Optuna and record every trial in MLflow.",
+)
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _fail(err: ConfigError) -> typer.Exit:
+    typer.echo(f"error: {err}", err=True)
+    return typer.Exit(EXIT_USER_ERROR)
+
+
+def _optional_number(value: str | None, option: str, kind: type) -> Any:
+    """Parse an optional number; empty text (what ``mlflow run`` passes by default) means unset."""
+    if value is None or value.strip() in ("", "none", "null"):
+        return None
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ConfigError(
+            f"expected a {'whole ' if kind is int else ''}number (got {value!r})",
+            source=option,
+            fix=f"write e.g. {option} 5",
+        ) from None
+    return number
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@app.command()
+def run(
+    experiment: Annotated[
+        Path, typer.Argument(help="experiment YAML file")
+    ] = Path("experiments/quickstart.yaml"),
+    n_trials: Annotated[
+        Optional[str],
+        typer.Option("--n-trials", metavar="N", help="trials this job adds (overrides the file)"),
+    ] = None,
+    timeout: Annotated[
+        Optional[str],
+        typer.Option("--timeout", metavar="SECONDS", help="start no new trial after this"),
+    ] = None,
+    storage: Annotated[
+        Optional[str],
+        typer.Option("--storage", help="Optuna storage URL, e.g. sqlite:///optuna.db"),
+    ] = None,
+    tracking_uri: Annotated[
+        Optional[str],
+        typer.Option("--tracking-uri", help="MLflow tracking URI, e.g. sqlite:///mlflow.db"),
+    ] = None,
+    study_name: Annotated[
+        Optional[str], typer.Option("--study-name", help="Optuna study name")
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", metavar="KEY=VALUE", help="override any key, e.g. training.max_epochs=5"),
+    ] = None,
+) -> None:
+    """Tune an experiment: resume its study, run trials, record them in MLflow."""
+    from tuning.config import load_experiment, parse_set
+
+    try:
+        overrides = [parse_set(item) for item in set_ or []]
+        n = _optional_number(n_trials, "--n-trials", int)
+        t = _optional_number(timeout, "--timeout", float)
+        if n is not None:
+            overrides.append(("study.n_trials", n))
+        if t is not None:
+            overrides.append(("study.timeout", t))
+        if storage:
+            overrides.append(("study.storage", storage))
+        if tracking_uri:
+            overrides.append(("tracking.uri", tracking_uri))
+        if study_name:
+            overrides.append(("study.name", study_name))
+        exp = load_experiment(experiment, overrides=overrides)
+    except ConfigError as e:
+        raise _fail(e) from None
+
+    from tuning.study import run_job
+
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        result = run_job(exp, say=typer.echo)
+    except ConfigError as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: every run was ended (trial in flight KILLED)", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if result.best_value is None:
+        typer.echo("no trial completed: see the reasons above", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def spaces(
+    paths: Annotated[
+        Optional[list[Path]],
+        typer.Argument(help="search-space files (default: every file in search_spaces/)"),
+    ] = None,
+) -> None:
+    """Validate search spaces and print their parameters."""
+    from tuning.config import load_search_space
+
+    files = paths or sorted(Path("search_spaces").glob("*.y*ml"))
+    if not files:
+        typer.echo("no search-space files given and none in search_spaces/", err=True)
+        raise typer.Exit(EXIT_USER_ERROR)
+    failed = False
+    for path in files:
+        try:
+            space = load_search_space(path)
+        except ConfigError as e:
+            typer.echo(f"error: {e}", err=True)
+            failed = True
+            continue
+        typer.echo(f"{path}: {len(space.specs)} parameters, {len(space.searched())} searched")
+        for line in space.describe():
+            typer.echo(f"  {line}")
+    if failed:
+        raise typer.Exit(EXIT_USER_ERROR)
+
+
+@app.command()
+def validate(
+    experiment: Annotated[Path, typer.Argument(help="experiment YAML file")],
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override a key")
+    ] = None,
+) -> None:
+    """Check an experiment and print it with every default filled in; creates nothing."""
+    import yaml
+
+    from tuning.config import load_experiment, parse_set
+
+    try:
+        exp = load_experiment(experiment, overrides=[parse_set(s) for s in set_ or []])
+    except ConfigError as e:
+        raise _fail(e) from None
+    typer.echo(yaml.safe_dump(exp.resolved(), sort_keys=False).rstrip())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from tuning.devices import prepare_environment
+
+    prepare_environment()
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The hyperparameters that model building and training understand, with their defaults.
+
+Owns the vocabulary shared by search spaces (which may only name these parameters) and by model
+building (which fills in a default for every parameter a space leaves out). Plain data only: no
+Keras, no Optuna, no MLflow here, so the config layer can validate names and choices without
+importing a framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ACTIVATIONS",
+    "DEFAULTS",
+    "KERNEL_INITIALIZERS",
+    "OPTIMIZERS",
+    "PARAMETERS",
+    "ParameterInfo",
+    "resolve",
+]
+
+ACTIVATIONS: tuple[str, ...] = (
+    "relu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "swish",
+    "tanh",
+    "sigmoid",
+)
+OPTIMIZERS: tuple[str, ...] = (
+    "sgd",
+    "momentum",
+    "nesterov",
+    "adagrad",
+    "rmsprop",
+    "adam",
+    "nadam",
+)
+KERNEL_INITIALIZERS: tuple[str, ...] = (
+    "auto",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_normal",
+    "lecun_uniform",
+)
+
+
+@dataclass(frozen=True)
+class ParameterInfo:
+    """What one hyperparameter means to the model and the trainer.
+
+    Attributes:
+        kind: ``int``, ``float`` or ``str``; a search space's values must be of this kind.
+        default: Value used when a search space does not mention the parameter.
+        description: One line for ``tuning spaces`` and error messages.
+        choices: For ``str`` parameters, the values the model understands.
+        minimum: Smallest value the model accepts (inclusive), when there is one.
+        maximum: Largest value the model accepts (inclusive), when there is one.
+    """
+
+    kind: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+PARAMETERS: dict[str, ParameterInfo] = {
+    "n_hidden": ParameterInfo("int", 2, "number of hidden Dense layers", minimum=0),
+    "n_neurons": ParameterInfo("int", 100, "neurons in every hidden layer", minimum=1),
+    "activation": ParameterInfo(
+        "str", "relu", "activation of the hidden layers", choices=ACTIVATIONS
+    ),
+    "kernel_initializer": ParameterInfo(
+        "str",
+        "auto",
+        "weight initializer of the hidden layers (auto: he_normal for the ReLU family, "
+        "lecun_normal for SELU, glorot_uniform otherwise)",
+        choices=KERNEL_INITIALIZERS,
+    ),
+    "optimizer": ParameterInfo("str", "adam", "optimizer", choices=OPTIMIZERS),
+    "learning_rate": ParameterInfo(
+        "float", 1e-3, "learning rate of the optimizer", minimum=1e-12, maximum=10.0
+    ),
+    "momentum": ParameterInfo(
+        "float", 0.9, "momentum of the momentum and nesterov optimizers", minimum=0.0, maximum=1.0
+    ),
+    "batch_size": ParameterInfo("int", 32, "mini-batch size", minimum=1),
+    "dropout": ParameterInfo(
+        "float", 0.0, "dropout rate after each hidden layer", minimum=0.0, maximum=0.95
+    ),
+    "l2": ParameterInfo("float", 0.0, "L2 penalty on hidden-layer weights", minimum=0.0),
+}
+
+DEFAULTS: dict[str, Any] = {name: info.default for name, info in PARAMETERS.items()}
+
+
+def resolve(params: dict[str, Any]) -> dict[str, Any]:
+    """Return every known parameter: the given values over the defaults.
+
+    Args:
+        params: Values chosen for one trial (a subset of :data:`PARAMETERS`).
+
+    Returns:
+        A new dict with one entry per known parameter.
+
+    Raises:
+        KeyError: If ``params`` names a parameter the model does not know.
+    """
+    unknown = sorted(set(params) - set(PARAMETERS))
+    if unknown:
+        raise KeyError(f"unknown hyperparameters {unknown}; known: {sorted(PARAMETERS)}")
+    return {**DEFAULTS, **params}

@@ -1,0 +1,463 @@
+"""Search spaces: declarative parameter specs turned into Optuna suggestions, define-by-run.
+
+Owns one spec class per kind of parameter (``int``, ``float``, ``categorical``, ``fixed``), the
+rules each must satisfy (checked when built), conditional parameters (``when:``) and the order in
+which parameters are suggested so that a condition is always decided before the parameter it
+guards. It knows nothing of files (``config.py`` reads them) and imports neither Keras nor MLflow;
+it only calls ``trial.suggest_*`` on the trial it is given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuning.errors import ConfigError, config_error_from_validation
+from tuning.params import PARAMETERS
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "CategoricalSpec",
+    "FixedSpec",
+    "FloatSpec",
+    "IntSpec",
+    "ParamSpec",
+    "SearchSpace",
+]
+
+Scalar = Union[bool, int, float, str, None]
+
+
+class _Spec(BaseModel):
+    """Fields every kind of parameter has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str] = ""
+
+    when: dict[str, list[Scalar]] | None = Field(
+        default=None,
+        description="condition: {other_parameter: [values]}; the parameter exists only when every "
+        "named parameter exists and takes one of the listed values",
+    )
+    description: str = Field(default="", description="free text shown by `tuning spaces`")
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {
+                k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in value.items()
+            }
+        return value
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        """Ask ``trial`` for this parameter's value under ``name``."""
+        raise NotImplementedError
+
+    def possible(self, value: Any) -> bool:
+        """Whether this parameter can ever take ``value`` (used to check ``when:`` lists)."""
+        raise NotImplementedError
+
+    def values(self) -> list[Any] | None:
+        """Every value this parameter can take, when that is a short finite list."""
+        return None
+
+    def bounds(self) -> tuple[float, float] | None:
+        """The smallest and largest value, for numeric parameters."""
+        return None
+
+    def summary(self) -> str:
+        """One line describing the range, for `tuning spaces`."""
+        raise NotImplementedError
+
+
+class _RangeSpec(_Spec):
+    """int and float: ``low``..``high`` inclusive, optionally on a log scale or a step grid."""
+
+    log: bool = Field(default=False, description="sample on a log scale (needs low > 0)")
+
+    @model_validator(mode="after")
+    def _check_range(self) -> _RangeSpec:
+        low, high, step = self.low, self.high, self.step  # type: ignore[attr-defined]
+        if low > high:
+            raise ValueError(
+                f"low must not be above high (got low={low!r}, high={high!r}); swap them"
+            )
+        if self.log and low <= 0:
+            raise ValueError(
+                f"log: true needs low > 0 (got low={low!r}); raise low or set log: false"
+            )
+        if step is not None:
+            if self.log:
+                raise ValueError(
+                    f"step and log: true cannot be used together (got step={step!r}); "
+                    "drop one of them"
+                )
+            if step <= 0:
+                raise ValueError(f"step must be positive (got step={step!r})")
+            n = (high - low) / step
+            if not math.isclose(n, round(n), rel_tol=0, abs_tol=1e-9):
+                raise ValueError(
+                    f"step must divide high - low (got low={low!r}, high={high!r}, "
+                    f"step={step!r}); change high to {low + math.floor(n) * step!r}"
+                )
+        return self
+
+    def bounds(self) -> tuple[float, float]:
+        return (float(self.low), float(self.high))  # type: ignore[attr-defined]
+
+    def possible(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return self.low <= value <= self.high  # type: ignore[attr-defined,no-any-return]
+
+    def summary(self) -> str:
+        extra = " log" if self.log else ""
+        if self.step is not None:  # type: ignore[attr-defined]
+            extra += f" step {self.step}"  # type: ignore[attr-defined]
+        return f"{self.kind} {self.low} .. {self.high}{extra}"  # type: ignore[attr-defined]
+
+
+class IntSpec(_RangeSpec):
+    """An integer from ``low`` to ``high`` inclusive."""
+
+    kind: ClassVar[str] = "int"
+    type: Literal["int"] = "int"
+    low: int = Field(description="smallest value (an integer)")
+    high: int = Field(description="largest value (an integer, not below low)")
+    step: int | None = Field(default=None, description="grid step (positive integer)")
+
+    def suggest(self, trial: optuna.Trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, step=self.step or 1, log=self.log)
+
+    def possible(self, value: Any) -> bool:
+        if not super().possible(value) or value != int(value):
+            return False
+        return self.step is None or (int(value) - self.low) % self.step == 0
+
+    def values(self) -> list[Any] | None:
+        step = self.step or 1
+        n = (self.high - self.low) // step + 1
+        return list(range(self.low, self.high + 1, step)) if n <= 64 else None
+
+
+class FloatSpec(_RangeSpec):
+    """A real number from ``low`` to ``high`` inclusive."""
+
+    kind: ClassVar[str] = "float"
+    type: Literal["float"] = "float"
+    low: float = Field(description="smallest value (a number)")
+    high: float = Field(description="largest value (a number, not below low)")
+    step: float | None = Field(default=None, description="grid step (positive number)")
+
+    @field_validator("low", "high")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number (got {value!r})")
+        return value
+
+    def suggest(self, trial: optuna.Trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+
+class CategoricalSpec(_Spec):
+    """One of a list of values."""
+
+    kind: ClassVar[str] = "categorical"
+    type: Literal["categorical"] = "categorical"
+    choices: list[Scalar] = Field(description="a non-empty list of distinct values")
+
+    @field_validator("choices")
+    @classmethod
+    def _non_empty_distinct(cls, value: list[Scalar]) -> list[Scalar]:
+        if not value:
+            raise ValueError("choices must not be empty; list at least one value")
+        seen: list[Scalar] = []
+        for v in value:
+            if any(type(v) is type(s) and v == s for s in seen):
+                raise ValueError(f"choices must be distinct (got {v!r} twice)")
+            seen.append(v)
+        return value
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return trial.suggest_categorical(name, self.choices)
+
+    def possible(self, value: Any) -> bool:
+        return value in self.choices
+
+    def values(self) -> list[Any]:
+        return list(self.choices)
+
+    def bounds(self) -> tuple[float, float] | None:
+        nums = [c for c in self.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        return (min(nums), max(nums)) if len(nums) == len(self.choices) else None
+
+    def summary(self) -> str:
+        return f"one of {self.choices}"
+
+
+class FixedSpec(_Spec):
+    """A constant: not searched, but recorded with every trial."""
+
+    kind: ClassVar[str] = "fixed"
+    type: Literal["fixed"] = "fixed"
+    value: Scalar = Field(description="the constant value")
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return self.value
+
+    def possible(self, value: Any) -> bool:
+        return bool(value == self.value)
+
+    def values(self) -> list[Any]:
+        return [self.value]
+
+    def bounds(self) -> tuple[float, float] | None:
+        v = self.value
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return (v, v)
+        return None
+
+    def summary(self) -> str:
+        return f"fixed {self.value!r}"
+
+
+ParamSpec = Annotated[
+    Union[IntSpec, FloatSpec, CategoricalSpec, FixedSpec], Field(discriminator="type")
+]
+SPEC_TYPES: dict[str, type[_Spec]] = {
+    cls.kind: cls for cls in (IntSpec, FloatSpec, CategoricalSpec, FixedSpec)
+}
+
+
+def _field_descriptions(cls: type[_Spec], prefix: str) -> dict[str, str]:
+    return {
+        f"{prefix}.{name}": (field.description or name)
+        for name, field in cls.model_fields.items()
+    }
+
+
+def build_spec(name: str, raw: Any, *, source: str | None = None) -> _Spec:
+    """Build one parameter spec from its YAML value.
+
+    A mapping with ``type`` is a spec; any other value (a number, a string) is a fixed value.
+
+    Raises:
+        ConfigError: naming ``source`` and ``name`` when the spec breaks a rule.
+    """
+    if not isinstance(raw, Mapping):
+        if isinstance(raw, list):
+            raise ConfigError(
+                f"a bare list is ambiguous (got {raw!r})",
+                source=source,
+                key=name,
+                fix=f"write {{type: categorical, choices: {raw!r}}}",
+            )
+        raw = {"type": "fixed", "value": raw}
+    kind = raw.get("type")
+    if kind not in SPEC_TYPES:
+        raise ConfigError(
+            f"unknown parameter type {kind!r}",
+            source=source,
+            key=f"{name}.type",
+            fix=f"use one of {', '.join(SPEC_TYPES)}",
+        )
+    cls = SPEC_TYPES[kind]
+    try:
+        return cls.model_validate(dict(raw))
+    except ValidationError as e:
+        raise config_error_from_validation(
+            e, source=source, prefix=name, fields=_field_descriptions(cls, name)
+        ) from e
+
+
+class SearchSpace:
+    """An ordered set of named parameter specs, checked against what the model understands.
+
+    Args:
+        specs: Parameter name -> spec.
+        source: The file the space was read from (for error messages).
+
+    Raises:
+        ConfigError: On an unknown parameter name, a value the model cannot take, a ``when:``
+            naming a missing parameter or a value it can never take, or a cycle of conditions.
+    """
+
+    def __init__(self, specs: Mapping[str, _Spec], *, source: str | None = None) -> None:
+        self.source = source
+        self.specs: dict[str, _Spec] = dict(specs)
+        for name, spec in self.specs.items():
+            self._check_against_model(name, spec)
+        self._check_conditions()
+        self.order: list[str] = self._topological_order()
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, source: str | None = None) -> SearchSpace:
+        """Build a space from the mapping found in a search-space file."""
+        if not isinstance(raw, Mapping) or not raw:
+            raise ConfigError(
+                "a search space must be a non-empty mapping of parameter name to spec "
+                f"(got {type(raw).__name__})",
+                source=source,
+                fix="write e.g. `learning_rate: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}`",
+            )
+        specs = {}
+        for name, value in raw.items():
+            if not isinstance(name, str):
+                raise ConfigError(
+                    f"parameter names must be strings (got {name!r})", source=source
+                )
+            specs[name] = build_spec(name, value, source=source)
+        return cls(specs, source=source)
+
+    # -- validation -------------------------------------------------------------------------
+
+    def _error(self, message: str, key: str, fix: str | None = None) -> ConfigError:
+        return ConfigError(message, source=self.source, key=key, fix=fix)
+
+    def _check_against_model(self, name: str, spec: _Spec) -> None:
+        info = PARAMETERS.get(name)
+        if info is None:
+            raise self._error(
+                f"unknown parameter {name!r}",
+                name,
+                f"use one of {', '.join(PARAMETERS)}",
+            )
+        values = spec.values()
+        if info.kind == "str":
+            if values is None or not all(isinstance(v, str) for v in values):
+                raise self._error(
+                    f"{name} takes names, not numbers ({spec.summary()})",
+                    name,
+                    f"write {{type: categorical, choices: [...]}} with values from "
+                    f"{', '.join(info.choices or ())}",
+                )
+            bad = [v for v in values if info.choices and v not in info.choices]
+            if bad:
+                raise self._error(
+                    f"unknown {name} {bad[0]!r}",
+                    f"{name}.{'value' if isinstance(spec, FixedSpec) else 'choices'}",
+                    f"use one of {', '.join(info.choices or ())}",
+                )
+            return
+        if values is not None and not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        ):
+            raise self._error(
+                f"{name} takes numbers ({spec.summary()})", name, f"give {info.description}"
+            )
+        if info.kind == "int" and isinstance(spec, FloatSpec):
+            raise self._error(
+                f"{name} is an integer parameter but its type is float",
+                f"{name}.type",
+                "use type: int",
+            )
+        if info.kind == "int" and values is not None and any(v != int(v) for v in values):
+            raise self._error(f"{name} takes whole numbers (got {values!r})", name)
+        lo_hi = spec.bounds()
+        if lo_hi is None:
+            return
+        lo, hi = lo_hi
+        if info.minimum is not None and lo < info.minimum:
+            raise self._error(
+                f"{name} must be at least {info.minimum} (got {lo!r})",
+                name,
+                f"raise the lowest value to {info.minimum} or more",
+            )
+        if info.maximum is not None and hi > info.maximum:
+            raise self._error(
+                f"{name} must be at most {info.maximum} (got {hi!r})",
+                name,
+                f"lower the highest value to {info.maximum} or less",
+            )
+
+    def _check_conditions(self) -> None:
+        for name, spec in self.specs.items():
+            for parent, allowed in (spec.when or {}).items():
+                key = f"{name}.when.{parent}"
+                if parent == name:
+                    raise self._error(f"{name} cannot depend on itself", key, "remove it")
+                if parent not in self.specs:
+                    raise self._error(
+                        f"condition names {parent!r}, which is not in this space",
+                        key,
+                        f"add {parent} to the space or use one of {', '.join(self.specs)}",
+                    )
+                if not allowed:
+                    raise self._error(
+                        "condition lists no values, so it can never hold", key, "list values"
+                    )
+                for value in allowed:
+                    if not self.specs[parent].possible(value):
+                        raise self._error(
+                            f"{parent} can never be {value!r} ({self.specs[parent].summary()})",
+                            key,
+                            f"list values {parent} can take",
+                        )
+
+    def _topological_order(self) -> list[str]:
+        order: list[str] = []
+        state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                cycle = " -> ".join([*path[path.index(name) :], name])
+                raise self._error(
+                    f"conditions form a cycle: {cycle}",
+                    f"{name}.when",
+                    "make one of these parameters unconditional",
+                )
+            state[name] = 1
+            for parent in self.specs[name].when or {}:
+                visit(parent, [*path, name])
+            state[name] = 2
+            order.append(name)
+
+        for name in self.specs:
+            visit(name, [])
+        return order
+
+    # -- use ---------------------------------------------------------------------------------
+
+    def active(self, name: str, chosen: Mapping[str, Any]) -> bool:
+        """Whether ``name`` exists given the values ``chosen`` so far."""
+        return all(
+            parent in chosen and chosen[parent] in allowed
+            for parent, allowed in (self.specs[name].when or {}).items()
+        )
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample one set of parameters from ``trial``; inactive conditional ones are absent."""
+        chosen: dict[str, Any] = {}
+        for name in self.order:
+            if self.active(name, chosen):
+                chosen[name] = self.specs[name].suggest(trial, name)
+        return chosen
+
+    def searched(self) -> list[str]:
+        """Names of the parameters that are sampled (not fixed)."""
+        return [n for n in self.order if not isinstance(self.specs[n], FixedSpec)]
+
+    def describe(self) -> Iterable[str]:
+        """One line per parameter, in suggestion order."""
+        for name in self.order:
+            spec = self.specs[name]
+            cond = ""
+            if spec.when:
+                cond = "  when " + ", ".join(f"{k} in {v}" for k, v in spec.when.items())
+            yield f"{name:<20} {spec.summary()}{cond}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The space as plain data (what the YAML file would hold), defaults left out."""
+        return {
+            name: spec.model_dump(exclude_defaults=True) | {"type": spec.kind}
+            for name, spec in self.specs.items()
+        }

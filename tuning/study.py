@@ -1,0 +1,499 @@
+"""Running a job: open or resume the Optuna study, run trials, record everything, end cleanly.
+
+Owns the Optuna side (storage with heartbeat, named samplers and pruners, ``load_if_exists``
+always, the ``n_trials`` / ``timeout`` budget of one job) and the objective that ties a trial to
+the parts: ``space.suggest`` -> ``model.build_model`` -> ``train.fit``, with every epoch reported to
+Optuna (pruning) and to the trial's MLflow run. Trial-level problems (:class:`TrialFailed`) fail
+the trial and the study goes on; anything else stops the job, and every run is still ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tuning.config import Experiment, PrunerConfig, SamplerConfig, redact
+from tuning.errors import ConfigError, TrialFailed
+
+__all__ = ["JobResult", "make_pruner", "make_sampler", "open_study", "run_job"]
+
+Say = Callable[[str], None]
+
+# Heartbeats are experimental in Optuna 5 but are what marks a dead worker's trial FAIL.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def make_sampler(cfg: SamplerConfig, *, seed: int) -> optuna.samplers.BaseSampler:
+    """The configured sampler with every option spelled out (Optuna 5 changed TPE's defaults)."""
+    if cfg.type == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        n_startup_trials=cfg.n_startup_trials,
+        multivariate=cfg.multivariate,
+        constant_liar=cfg.constant_liar,
+    )
+
+
+def make_pruner(cfg: PrunerConfig, *, max_epochs: int) -> optuna.pruners.BasePruner:
+    """The configured pruner; steps are epochs."""
+    if cfg.type == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps
+        )
+    if cfg.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=cfg.min_resource,
+            max_resource=max_epochs,
+            reduction_factor=cfg.reduction_factor,
+        )
+    return optuna.pruners.NopPruner()
+
+
+def open_study(exp: Experiment) -> optuna.Study:
+    """Create the study, or load it if it exists (so the same command resumes it).
+
+    The sampler's seed is offset by the number of trials already in the study, so a resumed
+    study does not replay the same random start-up trials.
+
+    Raises:
+        ConfigError: if the storage cannot be opened, or the stored study optimizes in the
+            other direction.
+    """
+    url = exp.study.storage
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    hb = exp.study.heartbeat_interval
+    try:
+        storage = optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=hb,
+            grace_period=2 * hb if hb else None,
+            **kwargs,
+        )
+    except Exception as e:  # driver missing, server down, bad credentials
+        raise ConfigError(
+            f"cannot open the study storage {redact(url)} ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:200]})",
+            source=exp.source,
+            key="study.storage",
+            fix="check the URL, that the database server runs and its driver is installed",
+        ) from e
+    study = optuna.create_study(
+        storage=storage,
+        study_name=exp.study_name,
+        direction=exp.objective.direction,
+        load_if_exists=True,
+        sampler=optuna.samplers.RandomSampler(),  # replaced below, once the trial count is known
+        pruner=make_pruner(exp.study.pruner, max_epochs=exp.training.max_epochs),
+    )
+    stored = study.direction.name.lower()
+    if stored != exp.objective.direction:
+        raise ConfigError(
+            f"the stored study {exp.study_name!r} is {stored}d, this experiment "
+            f"{exp.objective.direction}s",
+            source=exp.source,
+            key="objective.direction",
+            fix=f"set direction: {stored}, or give a new study.name",
+        )
+    base = exp.study.sampler.seed if exp.study.sampler.seed is not None else exp.study.seed
+    study.sampler = make_sampler(exp.study.sampler, seed=base + len(study.trials))
+    return study
+
+
+@dataclasses.dataclass
+class JobResult:
+    """What one job did."""
+
+    study_name: str
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    trials_run: int
+    counts: dict[str, int]
+    best_value: float | None
+    best_trial: int | None
+    best_params: dict[str, Any]
+    model_uri: str | None
+    seconds: float
+    status: str
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    counts = {s.name.lower(): 0 for s in optuna.trial.TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name.lower()] += 1
+    return counts
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    import keras
+
+    reqs = [f"keras=={version('keras')}", f"numpy=={version('numpy')}"]
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        reqs.append(f"tensorflow=={version('tensorflow')}")
+    elif backend == "jax":
+        reqs.append(f"jax=={version('jax')}")
+    elif backend == "torch":
+        reqs.append(f"torch=={version('torch')}")
+    return reqs
+
+
+def run_job(exp: Experiment, *, say: Say = print) -> JobResult:
+    """Run one job of ``exp``: its trials, their runs, and the parent's summary.
+
+    Validation happens first (data available, tracking store reachable); only then are the
+    MLflow experiment, the parent run and the study created or opened.
+
+    Args:
+        exp: A validated experiment (``config.load_experiment``).
+        say: Where progress lines go.
+
+    Returns:
+        A summary of the job.
+
+    Raises:
+        ConfigError: data unavailable, tracking store or study storage unusable.
+        KeyboardInterrupt: after ending the trial in flight as KILLED and the parent run too.
+    """
+    from tuning import devices
+
+    devices.prepare_environment()
+    from tuning import tracking
+    from tuning.data import load_dataset
+
+    t0 = time.perf_counter()
+    # -- validate everything that can be checked before creating anything --------------------
+    try:
+        data = load_dataset(
+            exp.dataset.name,
+            validation=exp.dataset.validation,
+            test=exp.dataset.test,
+            seed=exp.dataset.seed,
+        )
+    except ConfigError as e:
+        raise e.with_source(exp.source) from e
+    uri = tracking.resolve_tracking_uri(exp.tracking.uri)
+    tracking.check_tracking_uri(uri, source=exp.source)
+    device = devices.configure()
+
+    # -- create or open -------------------------------------------------------------------------
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tracker = tracking.Tracker(uri=uri, experiment=exp.mlflow_experiment, study=exp.study_name)
+    parent = tracker.start_parent(
+        run_name=f"{exp.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={
+            "objective_metric": exp.objective.metric,
+            "direction": exp.objective.direction,
+            "storage": redact(exp.study.storage),
+            "experiment_file": exp.source,
+            "backend": device["backend"],
+            "devices": device["devices"],
+        },
+    )
+    status = "FAILED"
+    try:
+        study = open_study(exp)
+        counts_before = _counts(study)
+        if exp.study.heartbeat_interval:
+            optuna.storages.fail_stale_trials(study)
+        dead = {
+            t.number: t.state.name
+            for t in study.get_trials(deepcopy=False)
+            if t.state != optuna.trial.TrialState.RUNNING
+        }
+        closed = tracker.close_orphans(dead)
+        if closed:
+            say(f"closed {closed} MLflow run(s) left RUNNING by a process that died")
+        resolved = exp.resolved()
+        resolved["study"]["storage"] = redact(resolved["study"]["storage"])
+        parent.log_params({k: v for k, v in resolved.items() if k != "search_space"})
+        import yaml
+
+        parent.log_text(yaml.safe_dump(resolved, sort_keys=False), "config.yaml")
+        n_before = len(study.trials)
+        say(
+            f"study {exp.study_name!r} ({'resumed with ' + str(n_before) + ' trials' if n_before else 'new'}"
+            f", {redact(exp.study.storage)}); MLflow experiment {tracker.experiment_name!r} "
+            f"({uri}), parent run {parent.run_id}; data {exp.dataset.name} {data.sizes()}"
+        )
+        runner = _TrialRunner(exp, data=data, tracker=tracker, parent=parent, say=say)
+        try:
+            study.optimize(
+                runner.objective,
+                n_trials=exp.study.n_trials,
+                timeout=exp.study.timeout,
+                catch=(TrialFailed,),
+                callbacks=[runner.after_trial],
+                gc_after_trial=False,  # the runner frees the Keras session before each build
+            )
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            say("interrupted: the trial in flight is ended KILLED; recording the best so far")
+            raise
+        finally:
+            result = runner.finish(study, t0=t0, counts_before=counts_before, status=status)
+    finally:
+        parent.end(status)
+    return result
+
+
+class _TrialRunner:
+    """The objective and its bookkeeping for one job."""
+
+    def __init__(
+        self,
+        exp: Experiment,
+        *,
+        data: Any,
+        tracker: Any,
+        parent: Any,
+        say: Say,
+    ) -> None:
+        self.exp = exp
+        self.data = data
+        self.tracker = tracker
+        self.parent = parent
+        self.say = say
+        self.tmp = tempfile.TemporaryDirectory(prefix="tuning-")
+        self.best_value: float | None = None
+        self.best_trial: int | None = None
+        self.best_model_path = Path(self.tmp.name) / "best.keras"
+        self.histories: dict[int, dict[str, list[float]]] = {}
+        self.trials_run = 0
+        self.fixed = {
+            "max_epochs": exp.training.max_epochs,
+            "patience": exp.training.early_stopping.patience,
+        }
+
+    def _better(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        if self.exp.objective.direction == "minimize":
+            return value < self.best_value
+        return value > self.best_value
+
+    def objective(self, trial: optuna.Trial) -> float:
+        import keras
+
+        from tuning.model import build_model
+        from tuning.train import fit, fresh_session
+
+        exp = self.exp
+        params = exp.space.suggest(trial)
+        batch_size = int(params.get("batch_size", exp.training.batch_size))
+        logged = {**params, **self.fixed}
+        logged.setdefault("batch_size", batch_size)
+        for name in exp.space.specs:
+            if name in params and name not in trial.params:  # fixed values: keep them on the trial
+                trial.set_user_attr(f"fixed.{name}", params[name])
+        monitor = exp.objective.metric
+        self.trials_run += 1
+        with self.tracker.trial_run(self.parent, number=trial.number, params=logged) as run:
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+            started = time.perf_counter()
+            n_params = None
+            try:
+                fresh_session()
+                keras.utils.set_random_seed(exp.study.seed + trial.number)
+                model = build_model(params, data=self.data)
+                n_params = int(model.count_params())
+
+                def on_epoch(epoch: int, logs: Any) -> None:
+                    run.log_epoch(epoch, logs)
+                    value = logs.get(monitor)
+                    if value is None or not _finite(value):
+                        return  # fit() turns a missing or NaN objective into TrialFailed
+                    trial.report(float(value), epoch)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(
+                            f"pruned after epoch {epoch + 1} with {monitor}={value:.4g}"
+                        )
+
+                result = fit(
+                    model,
+                    self.data,
+                    monitor=monitor,
+                    direction=exp.objective.direction,
+                    batch_size=batch_size,
+                    max_epochs=exp.training.max_epochs,
+                    patience=exp.training.early_stopping.patience,
+                    min_delta=exp.training.early_stopping.min_delta,
+                    on_epoch=on_epoch,
+                )
+                self.histories[trial.number] = result.history
+                run.log_metrics({"objective": result.value, "best_epoch": result.best_epoch})
+                if exp.tracking.log_models != "none" and self._better(result.value):
+                    model.save(self.best_model_path)
+                    self.best_value, self.best_trial = result.value, trial.number
+                return result.value
+            except (optuna.TrialPruned, TrialFailed, Exception, KeyboardInterrupt) as e:
+                if not isinstance(e, optuna.TrialPruned):
+                    trial.set_user_attr("reason", f"{type(e).__name__}: {e}"[:1000])
+                else:
+                    trial.set_user_attr("reason", str(e))
+                raise
+            finally:
+                seconds = time.perf_counter() - started
+                trial.set_user_attr("epochs_trained", run.epochs)
+                trial.set_user_attr("train_seconds", round(seconds, 3))
+                if n_params is not None:
+                    trial.set_user_attr("n_params", n_params)
+                run.log_metrics(
+                    {
+                        "epochs_trained": run.epochs,
+                        "n_params": n_params,
+                        "train_seconds": seconds,
+                    }
+                )
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        state = trial.state.name.lower()
+        value = f"{self.exp.objective.metric}={trial.value:.4f}" if trial.value is not None else ""
+        reason = trial.user_attrs.get("reason", "") if state != "complete" else ""
+        try:
+            best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
+        except ValueError:
+            best = "no complete trial yet"
+        epochs = trial.user_attrs.get("epochs_trained", 0)
+        secs = trial.user_attrs.get("train_seconds", 0.0)
+        self.say(
+            f"trial {trial.number:>3} {state:<8} {value} epochs={epochs} {secs:.1f}s  {best}"
+            + (f"  [{reason}]" if reason else "")
+        )
+
+    def finish(
+        self,
+        study: optuna.Study,
+        *,
+        t0: float,
+        counts_before: dict[str, int],
+        status: str,
+    ) -> JobResult:
+        """Record the study's best so far on the parent run, with this job's best model."""
+        from tuning import report
+
+        exp = self.exp
+        parent = self.parent
+        counts = _counts(study)
+        best_trial = None
+        try:
+            best_trial = study.best_trial
+        except ValueError:
+            pass
+        metrics: dict[str, float | None] = {
+            f"n_{k}": v for k, v in counts.items() if k in ("complete", "pruned", "fail")
+        }
+        metrics["n_trials"] = sum(counts.values())
+        metrics["job_trials"] = self.trials_run
+        model_uri = None
+        best_params: dict[str, Any] = {}
+        try:
+            if best_trial is not None:
+                best_params = {**best_trial.params}
+                best_params.update(
+                    {
+                        k.removeprefix("fixed."): v
+                        for k, v in best_trial.user_attrs.items()
+                        if k.startswith("fixed.")
+                    }
+                )
+                metrics["best_value"] = best_trial.value
+                parent.log_params(
+                    {"best_trial": best_trial.number, **{f"best_{k}": v for k, v in best_params.items()}}
+                )
+                parent.set_tags(
+                    {
+                        "best_trial": best_trial.number,
+                        "best_trial_run_id": best_trial.user_attrs.get("mlflow_run_id", ""),
+                    }
+                )
+            if self.best_trial is not None and self.best_model_path.exists():
+                model_uri = self._log_best_model(metrics)
+            with tempfile.TemporaryDirectory() as tmp:
+                for path in report.write_job_reports(
+                    study,
+                    histories=self.histories,
+                    metric=exp.objective.metric,
+                    out_dir=Path(tmp),
+                ):
+                    parent.log_artifact(path)
+        finally:
+            metrics["job_seconds"] = time.perf_counter() - t0
+            parent.log_metrics(metrics)
+            self.tmp.cleanup()
+        result = JobResult(
+            study_name=exp.study_name,
+            parent_run_id=parent.run_id,
+            experiment_id=self.tracker.experiment_id,
+            tracking_uri=self.tracker.uri,
+            trials_run=self.trials_run,
+            counts=counts,
+            best_value=best_trial.value if best_trial else None,
+            best_trial=best_trial.number if best_trial else None,
+            best_params=best_params,
+            model_uri=model_uri,
+            seconds=time.perf_counter() - t0,
+            status=status,
+        )
+        added = {k: counts[k] - counts_before.get(k, 0) for k in counts}
+        self.say(
+            f"job {status.lower()}: {self.trials_run} trial(s) run "
+            f"({added['complete']} complete, {added['pruned']} pruned, {added['fail']} failed) "
+            f"in {result.seconds:.1f}s; study has {sum(counts.values())} trials"
+        )
+        if best_trial is not None:
+            self.say(
+                f"best: trial {best_trial.number} {exp.objective.metric}={best_trial.value:.4f} "
+                f"{best_params}"
+            )
+        if model_uri:
+            self.say(f"this job's best model (trial {self.best_trial}): {model_uri}")
+        return result
+
+    def _log_best_model(self, metrics: dict[str, float | None]) -> str:
+        import keras
+        import numpy as np
+
+        data = self.data
+        model = keras.models.load_model(self.best_model_path)
+        scores = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
+        for k, v in scores.items():
+            metrics[f"test_{k}"] = float(v)
+        metrics["job_best_value"] = self.best_value
+        self.parent.set_tags({"model_trial": self.best_trial})
+        meta = {
+            "task": data.task,
+            "input_shape": list(data.input_shape),
+            "class_names": data.class_names,
+            "feature_names": data.feature_names,
+            "trial": self.best_trial,
+            "study": self.exp.study_name,
+        }
+        example = np.asarray(data.x_valid[:5])
+        return self.parent.log_model(
+            keras_path=self.best_model_path,
+            meta=meta,
+            input_example=example,
+            pip_requirements=_pip_requirements(),
+        )

@@ -1,0 +1,385 @@
+"""Everything MLflow: the parent run of a job, one child run per trial, the best model.
+
+Owns the MLflow layout of DESIGN.md. A job opens one parent run (or adopts the run ``mlflow run``
+started for it), every trial gets a child run named ``trial-<number>`` nested under it, and every
+run carries the ``study`` tag. Child runs get the trial's parameters under their search-space
+names, every Keras metric per epoch (``step`` = epoch), the final objective and
+``epochs_trained`` / ``n_params`` / ``train_seconds``, and a ``state`` tag. Whatever happens (a
+normal end, an exception, Ctrl-C) a run is ended FINISHED, FAILED or KILLED, never left RUNNING.
+This is the only module that imports mlflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# No progress bars in the job's output: one line per trial is what a person reads.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import mlflow  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from tuning.errors import ConfigError  # noqa: E402
+
+__all__ = ["ParentRun", "TrialRun", "Tracker", "check_tracking_uri", "resolve_tracking_uri"]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# The MLflow 3 UI opens an experiment on its GenAI overview unless this tag says it is
+# traditional model development; then it lands on the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+_PARAM_MAX = 6000
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """The URI to use: ``mlflow run``'s, then the config's, then $MLFLOW_TRACKING_URI, then SQLite.
+
+    Under ``mlflow run`` the launcher's store holds the run to adopt, so its URI wins.
+    """
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if os.environ.get("MLFLOW_RUN_ID") and env:
+        return env
+    return configured or env or DEFAULT_TRACKING_URI
+
+
+def check_tracking_uri(uri: str, *, source: str | None = None, timeout: float = 5.0) -> None:
+    """Fail fast, before anything is created, when the tracking store cannot be used.
+
+    Raises:
+        ConfigError: for a server that does not answer, or a SQLite file in a missing folder.
+    """
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http only)
+                if resp.status >= 400:
+                    raise urllib.error.HTTPError(url, resp.status, "unhealthy", resp.headers, None)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise ConfigError(
+                f"the MLflow tracking server {uri} does not answer ({reason})",
+                source=source,
+                key="tracking.uri",
+                fix="start it (mlflow server --host 127.0.0.1 --port 5000) or use "
+                "sqlite:///mlflow.db",
+            ) from e
+    elif uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///")
+        parent = Path(path).parent
+        if not parent.is_dir():
+            raise ConfigError(
+                f"the folder {str(parent)!r} of the tracking database does not exist",
+                source=source,
+                key="tracking.uri",
+                fix="create the folder or use sqlite:///mlflow.db",
+            )
+    elif uri.startswith("file:") or "://" not in uri:
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+            raise ConfigError(
+                f"MLflow 3 refuses the file store {uri!r}",
+                source=source,
+                key="tracking.uri",
+                fix="use sqlite:///mlflow.db (or set MLFLOW_ALLOW_FILE_STORE=true)",
+            )
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _param_value(v: Any) -> str:
+    text = "null" if v is None else str(v)
+    return text[:_PARAM_MAX]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TrialRun:
+    """The child run of one trial; metrics go straight to the store as they come."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.epochs = 0
+        self.state = "running"
+
+    def log_epoch(self, epoch: int, logs: Mapping[str, float]) -> None:
+        """Log every metric of one epoch, ``step`` = epoch (0-based, as Keras counts)."""
+        self.epochs = epoch + 1
+        ts = _now_ms()
+        metrics = [
+            Metric(key=k, value=float(v), timestamp=ts, step=epoch)
+            for k, v in logs.items()
+            if math.isfinite(float(v))
+        ]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Log final metrics (no step)."""
+        ts = _now_ms()
+        batch = [
+            Metric(key=k, value=float(v), timestamp=ts, step=0)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags on the run."""
+        self.client.log_batch(
+            self.run_id, tags=[RunTag(k, _param_value(v)) for k, v in tags.items()]
+        )
+
+
+class ParentRun:
+    """The parent run of one job."""
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.tracker.client
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params, flattening nested mappings to dotted keys."""
+        flat = _flatten(params)
+        items = [Param(k, _param_value(v)) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float | None]) -> None:
+        """Log metrics of the job (no step)."""
+        TrialRun(self.client, self.run_id).log_metrics(
+            {k: v for k, v in metrics.items() if v is not None}
+        )
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags on the parent run."""
+        TrialRun(self.client, self.run_id).set_tags(tags)
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        """Upload one file."""
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        """Upload a text artifact."""
+        self.client.log_text(self.run_id, text, name)
+
+    def log_model(
+        self,
+        *,
+        keras_path: str | os.PathLike[str],
+        meta: Mapping[str, Any],
+        input_example: Any,
+        pip_requirements: list[str],
+    ) -> str:
+        """Log a saved Keras model as an MLflow pyfunc model with signature and input example.
+
+        The model is logged as code (``_pyfunc_model.py``): loading it needs only mlflow and
+        Keras, not this package. ``predict`` returns class labels for classification (or
+        probabilities with ``params={"output": "probabilities"}``) and values for regression.
+
+        Returns:
+            The model URI (``models:/<model_id>``), loadable with ``mlflow.pyfunc.load_model``.
+        """
+        import numpy as np
+        from mlflow.models import infer_signature
+
+        with tempfile.TemporaryDirectory() as tmp:
+            meta_path = Path(tmp) / "meta.json"
+            meta_path.write_text(json.dumps(dict(meta)))
+            example = np.asarray(input_example)
+            code = Path(__file__).with_name("_pyfunc_model.py")
+            # The output schema is inferred from what the model predicts on the example.
+            from tuning._pyfunc_model import predict_raw
+
+            output = predict_raw(str(keras_path), dict(meta), example)
+            signature = infer_signature(example, output, params={"output": "labels"})
+            # Model.log takes the run explicitly: no fluent active run to resume and end.
+            info = mlflow.models.Model.log(
+                artifact_path=None,
+                name="model",
+                flavor=mlflow.pyfunc,
+                run_id=self.run_id,
+                python_model=str(code),
+                artifacts={"keras_model": str(keras_path), "meta": str(meta_path)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=pip_requirements,
+            )
+        return str(info.model_uri)
+
+    def end(self, status: str) -> None:
+        """End the parent run with FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(self.run_id, status=status)
+
+
+class Tracker:
+    """MLflow for one job: the store, the experiment, and the runs this job opens.
+
+    Args:
+        uri: Tracking URI (already checked with :func:`check_tracking_uri`).
+        experiment: MLflow experiment name; ignored under ``mlflow run``, whose run decides it.
+        study: Optuna study name, tagged on every run.
+    """
+
+    def __init__(self, *, uri: str, experiment: str, study: str) -> None:
+        mlflow.set_tracking_uri(uri)
+        self.uri = uri
+        self.study = study
+        self.client = MlflowClient(tracking_uri=uri)
+        self.adopted_run_id = os.environ.get("MLFLOW_RUN_ID") or None
+        if self.adopted_run_id:
+            run = self.client.get_run(self.adopted_run_id)
+            self.experiment_id = run.info.experiment_id
+        else:
+            self.experiment_id = self._experiment_id(experiment)
+        exp = self.client.get_experiment(self.experiment_id)
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        self.experiment_name = exp.name
+        # Logged models belong to the fluent "active" experiment: make it this one.
+        mlflow.set_experiment(experiment_id=self.experiment_id)
+
+    def _experiment_id(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise ConfigError(
+                    f"the MLflow experiment {name!r} is deleted",
+                    key="tracking.experiment",
+                    fix=f"restore it (mlflow experiments restore) or choose another name",
+                )
+            return str(exp.experiment_id)
+        try:
+            return str(
+                self.client.create_experiment(
+                    name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                )
+            )
+        except mlflow.exceptions.MlflowException:
+            exp = self.client.get_experiment_by_name(name)  # another worker created it first
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
+
+    def start_parent(self, *, run_name: str, tags: Mapping[str, Any]) -> ParentRun:
+        """Open this job's parent run, or adopt the one ``mlflow run`` created."""
+        all_tags = {"study": self.study, "tuning.role": "job", **tags}
+        if self.adopted_run_id:
+            run_id = self.adopted_run_id
+            self.client.log_batch(
+                run_id, tags=[RunTag(k, _param_value(v)) for k, v in all_tags.items()]
+            )
+        else:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=run_name,
+                tags={k: _param_value(v) for k, v in all_tags.items()},
+            )
+            run_id = run.info.run_id
+        return ParentRun(self, run_id)
+
+    @contextmanager
+    def trial_run(
+        self, parent: ParentRun, *, number: int, params: Mapping[str, Any]
+    ) -> Iterator[TrialRun]:
+        """A child run for trial ``number``, ended with the right status whatever happens.
+
+        The ``state`` tag is the trial's: complete (normal exit), pruned (``TrialPruned``),
+        failed (any other exception) or killed (Ctrl-C / SIGTERM, run status KILLED).
+        """
+        import optuna  # only for the TrialPruned type
+
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number}",
+            tags={
+                "mlflow.parentRunId": parent.run_id,
+                "study": self.study,
+                "trial_number": str(number),
+                "state": "running",
+                "tuning.role": "trial",
+            },
+        )
+        trial_run = TrialRun(self.client, run.info.run_id)
+        if params:
+            items = [Param(k, _param_value(v)) for k, v in params.items()]
+            self.client.log_batch(trial_run.run_id, params=items)
+        status, state, reason = "FINISHED", "complete", None
+        try:
+            yield trial_run
+        except optuna.TrialPruned as e:
+            state, reason = "pruned", str(e) or "pruned"
+            raise
+        except KeyboardInterrupt:
+            status, state, reason = "KILLED", "killed", "interrupted (Ctrl-C or SIGTERM)"
+            raise
+        except BaseException as e:
+            status, state = "FAILED", "failed"
+            reason = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            trial_run.state = state
+            try:
+                tags: dict[str, Any] = {"state": state}
+                if reason:
+                    tags["reason"] = reason[:_PARAM_MAX]
+                trial_run.set_tags(tags)
+            finally:
+                self.client.set_terminated(trial_run.run_id, status=status)
+
+    def close_orphans(self, dead_trials: Mapping[int, str]) -> int:
+        """End trial runs left RUNNING by a killed process, given the trials Optuna knows dead.
+
+        Args:
+            dead_trials: trial number -> Optuna state name, for trials no longer running.
+
+        Returns:
+            How many runs were ended (as KILLED, tagged ``state=failed``).
+        """
+        if not dead_trials:
+            return 0
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.study = '{self.study}' and tags.`tuning.role` = 'trial' "
+                "and attributes.status = 'RUNNING'"
+            ),
+            max_results=1000,
+        )
+        closed = 0
+        for run in runs:
+            number = int(run.data.tags.get("trial_number", -1))
+            if number in dead_trials:
+                self.client.set_tag(run.info.run_id, "state", "failed")
+                self.client.set_tag(
+                    run.info.run_id, "reason", "its process died; Optuna marked the trial FAIL"
+                )
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                closed += 1
+        return closed

@@ -1,0 +1,159 @@
+"""Fitting one model: early stopping with the best weights restored, a NaN guard, epoch hooks.
+
+Owns ``model.fit`` for one trial: EarlyStopping on the objective metric with
+``restore_best_weights=True`` in every trial (the stretch-pants guard against overfitting),
+TerminateOnNaN, and a hook called after every epoch with the epoch's logs (the study layer uses it
+to report to Optuna and MLflow, and may raise from it to prune). It returns plain values and knows
+nothing of Optuna or MLflow. A NaN or infinite loss ends the fit with :class:`TrialFailed`.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+
+from tuning.data import Dataset
+from tuning.errors import TrialFailed
+
+__all__ = ["EpochHook", "FitResult", "fit", "fresh_session"]
+
+EpochHook = Callable[[int, Mapping[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    """What one fit produced.
+
+    Attributes:
+        value: Best value of the monitored metric over the epochs (the trial's objective).
+        best_epoch: Epoch (0-based) of that value; the model holds its weights.
+        epochs: Epochs trained.
+        seconds: Wall time of ``model.fit``.
+        history: Metric name -> value per epoch.
+        n_params: Parameters of the model.
+    """
+
+    value: float
+    best_epoch: int
+    epochs: int
+    seconds: float
+    history: dict[str, list[float]]
+    n_params: int
+
+
+class _EpochHookCallback(keras.callbacks.Callback):
+    def __init__(self, hook: EpochHook) -> None:
+        super().__init__()
+        self._hook = hook
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        clean = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
+        self._hook(epoch, clean)
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def fresh_session() -> None:
+    """Free the previous trial's graph and memory before building the next model."""
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def fit(
+    model: keras.Model,
+    data: Dataset,
+    *,
+    monitor: str,
+    direction: str,
+    batch_size: int,
+    max_epochs: int,
+    patience: int,
+    min_delta: float = 0.0,
+    on_epoch: EpochHook | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data`` with early stopping, restoring its best weights.
+
+    Args:
+        model: A compiled Keras model.
+        data: Train and validation arrays.
+        monitor: Metric in the Keras logs to early-stop on and to return (e.g. ``val_accuracy``).
+        direction: ``minimize`` or ``maximize``.
+        batch_size: Mini-batch size.
+        max_epochs: Upper bound on epochs.
+        patience: Epochs without improvement before stopping.
+        min_delta: Smallest change that counts as an improvement.
+        on_epoch: Called after every epoch with ``(epoch, logs)``; may raise to stop the fit
+            (e.g. ``optuna.TrialPruned``), and the exception propagates.
+
+    Returns:
+        The best value of ``monitor`` and what led to it.
+
+    Raises:
+        TrialFailed: if the loss or the monitored metric became NaN or infinite, or no epoch
+            produced ``monitor``.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected a keras.Model. Received: {model!r} of type {type(model)}")
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            mode="min" if direction == "minimize" else "max",
+            patience=patience,
+            min_delta=min_delta,
+            restore_best_weights=True,
+        ),
+    ]
+    if on_epoch is not None:
+        callbacks.append(_EpochHookCallback(on_epoch))
+    start = time.perf_counter()
+    history = model.fit(
+        data.x_train,
+        data.y_train,
+        validation_data=(data.x_valid, data.y_valid),
+        batch_size=batch_size,
+        epochs=max_epochs,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    hist = {k: [float(v) for v in vs] for k, vs in history.history.items() if _is_number(vs[0])}
+    epochs = len(hist.get("loss", []))
+    losses = hist.get("loss", [])
+    if losses and not math.isfinite(losses[-1]):
+        raise TrialFailed(
+            f"loss became {losses[-1]} in epoch {epochs} (learning rate too high?); "
+            "training stopped"
+        )
+    values = hist.get(monitor)
+    if not values:
+        raise TrialFailed(
+            f"no epoch produced {monitor!r}; Keras logged {sorted(hist)} (check objective.metric)"
+        )
+    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
+    if not finite:
+        raise TrialFailed(f"{monitor} was never finite; training diverged")
+    value, best_epoch = (min if direction == "minimize" else max)(finite)
+    if direction == "maximize":
+        # max() on (value, index) takes the last of equal values; report the first, as Keras does.
+        best_epoch = next(i for v, i in finite if v == value)
+    return FitResult(
+        value=value,
+        best_epoch=best_epoch,
+        epochs=epochs,
+        seconds=seconds,
+        history=hist,
+        n_params=int(model.count_params()),
+    )

@@ -1,0 +1,78 @@
+"""Shared fixtures: a clean working folder per test, tiny experiments, seeded runs, no network."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["TUNING_OFFLINE"] = "1"  # never wait on a download in tests
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    random.seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh current directory with no MLflow run or URI inherited from the environment."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+TINY_SPACE: dict[str, Any] = {
+    "n_hidden": {"type": "int", "low": 1, "high": 2},
+    "n_neurons": {"type": "int", "low": 8, "high": 32, "log": True},
+    "activation": {"type": "categorical", "choices": ["relu", "elu"]},
+    "optimizer": {"type": "categorical", "choices": ["adam", "nesterov"]},
+    "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    "momentum": {"type": "float", "low": 0.8, "high": 0.95, "when": {"optimizer": ["nesterov"]}},
+    "batch_size": 128,
+}
+
+
+@pytest.fixture
+def make_experiment(workdir: Path) -> Callable[..., Path]:
+    """Write a tiny digits experiment into the working folder and return its path."""
+
+    def make(name: str = "tiny", **changes: Any) -> Path:
+        exp: dict[str, Any] = {
+            "name": name,
+            "dataset": {"name": "digits"},
+            "search_space": "space.yaml",
+            "objective": {"metric": "val_accuracy", "direction": "maximize"},
+            "study": {
+                "storage": "sqlite:///optuna.db",
+                "sampler": {"type": "tpe", "n_startup_trials": 2},
+                "pruner": "none",
+                "n_trials": 2,
+            },
+            "training": {"max_epochs": 3, "batch_size": 128, "early_stopping": {"patience": 2}},
+            "tracking": {"uri": "sqlite:///mlflow.db"},
+        }
+        space = changes.pop("space", TINY_SPACE)
+        for key, value in changes.items():
+            node = exp
+            parts = key.split("__")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+        (workdir / "space.yaml").write_text(yaml.safe_dump(space))
+        path = workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(exp))
+        return path
+
+    return make

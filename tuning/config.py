@@ -206,7 +206,10 @@ class Experiment(_Model):
         default_factory=ObjectiveConfig, description="{metric: ..., direction: ...}"
     )
     study: StudyConfig = Field(default_factory=StudyConfig, description="the Optuna study")
-    training: TrainingConfig = Field(default_factory=TrainingConfig, description="training")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig,
+        description="{max_epochs: ..., batch_size: ..., early_stopping: {patience: ...}}",
+    )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow")
 
     @field_validator("name")
@@ -420,7 +423,7 @@ def check_storage(exp: Experiment) -> None:
     schemes = ("sqlite:///", "postgresql://", "postgresql+", "mysql://", "mysql+")
     if not url.startswith(schemes):
         raise ConfigError(
-            f"unsupported storage URL {url!r}",
+            f"unsupported storage URL {redact(url)!r}",
             source=exp.source,
             key="study.storage",
             fix="use sqlite:///optuna.db (one machine) or postgresql://USER@HOST/DB",
@@ -477,6 +480,14 @@ def load_experiment(
         space_path = Path(exp.search_space)
         if not space_path.is_absolute():
             space_path = Path(path).parent / space_path
+        if not space_path.is_file():
+            raise ConfigError(
+                f"search space file {str(space_path)!r} not found",
+                source=source,
+                key="search_space",
+                fix="give a path relative to the experiment file, e.g. "
+                "../search_spaces/stretch_pants.yaml",
+            )
         exp._space = load_search_space(space_path)
     else:
         exp._space = load_search_space(data=exp.search_space, source=f"{source}: search_space")

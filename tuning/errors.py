@@ -113,7 +113,8 @@ def config_error_from_validation(
         msg = "required key is missing"
         fix = f"add it ({fields[key]})" if key in fields else "add it"
     else:
-        if "input" in first and kind not in ("model_type", "dict_type"):
+        # Our own validators quote the value already; pydantic's built-in rules do not.
+        if "input" in first and kind not in ("model_type", "dict_type", "value_error"):
             msg = f"{msg} (got {first['input']!r})"
         if key in fields:
             fix = f"expected {fields[key]}"

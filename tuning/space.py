@@ -364,6 +364,8 @@ class SearchSpace:
         if lo_hi is None:
             return
         lo, hi = lo_hi
+        if info.kind == "int":
+            lo, hi = int(lo), int(hi)
         if info.minimum is not None and lo < info.minimum:
             raise self._error(
                 f"{name} must be at least {info.minimum} (got {lo!r})",

@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,9 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from tuning.errors import ConfigError  # noqa: E402
 
 __all__ = ["ParentRun", "TrialRun", "Tracker", "check_tracking_uri", "resolve_tracking_uri"]
+
+# MLflow asks for type hints on PythonModel.predict; our logged signature is the schema.
+warnings.filterwarnings("ignore", message=r".*(Add type hints|Type hint)", category=UserWarning)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # The MLflow 3 UI opens an experiment on its GenAI overview unless this tag says it is

@@ -1,4 +1,4 @@
-"""The command line: user errors are one line and exit 2 with nothing created; `mlflow run .` works."""
+"""The command line: user errors are one line, exit 2, nothing created; `mlflow run .` works."""
 
 from __future__ import annotations
 
@@ -102,7 +102,9 @@ def test_fashion_mnist_offline_and_absent_says_how_to_get_it(
     monkeypatch.setenv("KERAS_HOME", str(workdir / "keras-home"))
     exp = make_experiment("fm", dataset={"name": "fashion_mnist"})
     result = runner.invoke(app, ["run", str(exp)])
-    line = _one_line_error(result, "fm.yaml", "dataset.name", "fashion_mnist is not on this machine")
+    line = _one_line_error(
+        result, "fm.yaml", "dataset.name", "fashion_mnist is not on this machine"
+    )
     assert "apt-get install dataset-fashion-mnist" in line
     _nothing_created(workdir)
 
@@ -110,15 +112,21 @@ def test_fashion_mnist_offline_and_absent_says_how_to_get_it(
 def test_spaces_lists_and_validates(workdir) -> None:
     result = runner.invoke(app, ["spaces", str(ROOT / "search_spaces" / "stretch_pants.yaml")])
     assert result.exit_code == 0, result.output
-    assert "momentum" in result.stdout and "when optimizer in ['momentum', 'nesterov']" in result.stdout
-    (workdir / "bad.yaml").write_text(yaml.safe_dump({"dropout": {"type": "float", "low": 0.6, "high": 0.2}}))
+    assert (
+        "momentum" in result.stdout
+        and "when optimizer in ['momentum', 'nesterov']" in result.stdout
+    )
+    (workdir / "bad.yaml").write_text(
+        yaml.safe_dump({"dropout": {"type": "float", "low": 0.6, "high": 0.2}})
+    )
     bad = runner.invoke(app, ["spaces", "bad.yaml"])
     _one_line_error(bad, "bad.yaml", "dropout", "low must not be above high")
 
 
 def test_validate_prints_resolved_config_and_creates_nothing(workdir) -> None:
     result = runner.invoke(
-        app, ["validate", str(ROOT / "experiments" / "quickstart.yaml"), "--set", "study.n_trials=2"]
+        app,
+        ["validate", str(ROOT / "experiments" / "quickstart.yaml"), "--set", "study.n_trials=2"],
     )
     assert result.exit_code == 0, result.output
     resolved = yaml.safe_load(result.stdout)

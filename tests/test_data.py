@@ -1,4 +1,4 @@
-"""Datasets: the registry, the book's Fashion-MNIST split, seeded stratified splits, offline errors."""
+"""Datasets: the registry, the book's Fashion-MNIST split, seeded stratified splits, offline."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_shipped_datasets_split_without_overlap(name: str) -> None:
     assert sizes["test"] == round(0.2 * total)
     assert all(n > 0 for n in sizes.values())
     assert data.x_train.dtype == np.float32
-    rows = {tuple(r) for r in data.x_train} 
+    rows = {tuple(r) for r in data.x_train}
     assert not rows & {tuple(r) for r in data.x_test}, "train and test share rows"
     if data.task == "classification":
         assert data.n_classes == len(np.unique(np.concatenate([data.y_train, data.y_test])))
@@ -85,7 +85,9 @@ def test_fashion_mnist_reads_the_keras_cache_first(tmp_path, monkeypatch) -> Non
     reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)",
 )
 def test_fashion_mnist_book_split_from_debian_files(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty Keras cache: Debian's files are used
+    monkeypatch.setenv(
+        "KERAS_HOME", str(tmp_path)
+    )  # an empty Keras cache: Debian's files are used
     load_dataset.cache_clear()
     data = load_dataset("fashion_mnist")
     load_dataset.cache_clear()
@@ -98,6 +100,8 @@ def test_fashion_mnist_book_split_from_debian_files(tmp_path, monkeypatch) -> No
 def test_california_housing_offline_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path))
     load_dataset.cache_clear()
-    with pytest.raises(ConfigError, match="california_housing is not in scikit-learn's cache") as e:
+    with pytest.raises(
+        ConfigError, match="california_housing is not in scikit-learn's cache"
+    ) as e:
         load_dataset("california_housing")
     assert "\n" not in str(e.value) and e.value.key == "dataset.name"

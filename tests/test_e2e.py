@@ -1,4 +1,4 @@
-"""End to end: `tuning run` on digits with tiny trials, checked against DESIGN.md's MLflow layout."""
+"""End to end: `tuning run` on digits with tiny trials, checked against DESIGN.md's layout."""
 
 from __future__ import annotations
 
@@ -82,9 +82,7 @@ def test_run_records_the_mlflow_layout_and_resumes(make_experiment, workdir: Pat
     assert 0 <= parent.data.metrics["test_accuracy"] <= 1
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.csv", "config.yaml", "optimization_history.png"} <= artifacts
-    models = mlflow.search_logged_models(
-        experiment_ids=[mexp.experiment_id], output_format="list"
-    )
+    models = mlflow.search_logged_models(experiment_ids=[mexp.experiment_id], output_format="list")
     assert len(models) == 1 and models[0].source_run_id == parent.info.run_id
     mlflow.set_tracking_uri(uri)
     loaded = mlflow.pyfunc.load_model(f"models:/{models[0].model_id}")
@@ -122,7 +120,10 @@ def test_pruned_trials_are_tagged_and_finished(make_experiment, workdir: Path) -
         study__n_trials=5,
         study__sampler={"type": "random"},
         training__max_epochs=4,
-        space={**TINY_SPACE, "learning_rate": {"type": "float", "low": 1e-5, "high": 3e-2, "log": True}},
+        space={
+            **TINY_SPACE,
+            "learning_rate": {"type": "float", "low": 1e-5, "high": 3e-2, "log": True},
+        },
     )
     result = runner.invoke(app, ["run", str(exp)])
     assert result.exit_code == 0, result.output

@@ -26,10 +26,10 @@ def diabetes():
 @pytest.mark.parametrize("n_hidden", [0, 1, 3])
 def test_classifier_layers_and_head(digits, n_hidden: int) -> None:
     model = build_model({"n_hidden": n_hidden, "n_neurons": 17, "dropout": 0.2}, data=digits)
-    hidden = [l for l in model.layers if l.name.startswith("hidden_")]
+    hidden = [layer for layer in model.layers if layer.name.startswith("hidden_")]
     assert len(hidden) == n_hidden
-    assert all(l.units == 17 for l in hidden)
-    assert len([l for l in model.layers if l.name.startswith("dropout_")]) == n_hidden
+    assert all(layer.units == 17 for layer in hidden)
+    assert len([layer for layer in model.layers if layer.name.startswith("dropout_")]) == n_hidden
     head = model.get_layer("output")
     assert head.units == 10 and head.activation.__name__ == "softmax"
     assert model.loss == "sparse_categorical_crossentropy"
@@ -52,16 +52,22 @@ def test_images_are_rescaled_and_flattened() -> None:
 
     x = np.random.default_rng(0).integers(0, 256, size=(40, 28, 28)).astype(np.float32)
     y = np.arange(40) % 10
-    data = Dataset("img", "classification", "image", x, y, x[:8], y[:8], x[:8], y[:8], n_classes=10)
+    data = Dataset(
+        "img", "classification", "image", x, y, x[:8], y[:8], x[:8], y[:8], n_classes=10
+    )
     model = build_model({"n_hidden": 1, "n_neurons": 5}, data=data)
-    names = [l.name for l in model.layers]
+    names = [layer.name for layer in model.layers]
     assert names.index("rescale") < names.index("flatten") < names.index("hidden_1")
     assert model.get_layer("hidden_1").kernel.shape == (784, 5)
 
 
 @pytest.mark.parametrize(
     ("activation", "initializer", "dropout_layer"),
-    [("relu", "HeNormal", "Dropout"), ("selu", "LecunNormal", "AlphaDropout"), ("tanh", "GlorotUniform", "Dropout")],
+    [
+        ("relu", "HeNormal", "Dropout"),
+        ("selu", "LecunNormal", "AlphaDropout"),
+        ("tanh", "GlorotUniform", "Dropout"),
+    ],
 )
 def test_initializer_pairs_with_activation(digits, activation, initializer, dropout_layer) -> None:
     model = build_model({"n_hidden": 1, "activation": activation, "dropout": 0.1}, data=digits)
@@ -102,12 +108,30 @@ def test_fit_turns_a_nan_loss_into_trial_failed(diabetes) -> None:
     fresh_session()
     keras.utils.set_random_seed(0)
     model = build_model({"optimizer": "sgd", "learning_rate": 10.0}, data=diabetes)
-    with pytest.raises(TrialFailed, match=r"loss became (nan|inf) in epoch \d+ \(learning rate too high\?\)"):
-        fit(model, diabetes, monitor="val_loss", direction="minimize", batch_size=32, max_epochs=5, patience=3)
+    with pytest.raises(
+        TrialFailed, match=r"loss became (nan|inf) in epoch \d+ \(learning rate too high\?\)"
+    ):
+        fit(
+            model,
+            diabetes,
+            monitor="val_loss",
+            direction="minimize",
+            batch_size=32,
+            max_epochs=5,
+            patience=3,
+        )
 
 
 def test_fit_rejects_a_missing_metric(digits) -> None:
     fresh_session()
     model = build_model({"n_hidden": 1}, data=digits)
     with pytest.raises(TrialFailed, match="no epoch produced 'val_rmse'"):
-        fit(model, digits, monitor="val_rmse", direction="minimize", batch_size=256, max_epochs=1, patience=1)
+        fit(
+            model,
+            digits,
+            monitor="val_rmse",
+            direction="minimize",
+            batch_size=256,
+            max_epochs=1,
+            patience=1,
+        )

@@ -415,8 +415,12 @@ def int_specs(draw: st.DrawFn, minimum: int) -> dict[str, Any]:
     low = draw(st.integers(minimum, minimum + 300))
     if draw(st.booleans()):
         step = draw(st.integers(1, 16))
-        return {"type": "int", "low": low, "high": low + step * draw(st.integers(0, 20)),
-                "step": step}
+        return {
+            "type": "int",
+            "low": low,
+            "high": low + step * draw(st.integers(0, 20)),
+            "step": step,
+        }
     spec = {"type": "int", "low": low, "high": low + draw(st.integers(0, 1000))}
     if low > 0 and draw(st.booleans()):
         spec["log"] = True

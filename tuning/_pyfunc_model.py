@@ -14,6 +14,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow.pyfunc import PythonModel
 
 
 def _prepare(meta: dict[str, Any], model_input: Any) -> np.ndarray:
@@ -40,7 +41,7 @@ def predict_raw(keras_path: str, meta: dict[str, Any], model_input: Any) -> np.n
     return _postprocess(meta, raw, "labels")
 
 
-class KerasMLP(mlflow.pyfunc.PythonModel):
+class KerasMLP(PythonModel):
     """A Keras MLP saved as ``.keras`` with a JSON of what it predicts."""
 
     # No type hints on these two: MLflow would read them as a schema of its own.

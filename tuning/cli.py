@@ -9,9 +9,8 @@ its traceback. No tuning logic lives here.
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -53,31 +52,33 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
 
 @app.command()
 def run(
-    experiment: Annotated[
-        Path, typer.Argument(help="experiment YAML file")
-    ] = Path("experiments/quickstart.yaml"),
+    experiment: Annotated[Path, typer.Argument(help="experiment YAML file")] = Path(
+        "experiments/quickstart.yaml"
+    ),
     n_trials: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--n-trials", metavar="N", help="trials this job adds (overrides the file)"),
     ] = None,
     timeout: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--timeout", metavar="SECONDS", help="start no new trial after this"),
     ] = None,
     storage: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--storage", help="Optuna storage URL, e.g. sqlite:///optuna.db"),
     ] = None,
     tracking_uri: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--tracking-uri", help="MLflow tracking URI, e.g. sqlite:///mlflow.db"),
     ] = None,
     study_name: Annotated[
-        Optional[str], typer.Option("--study-name", help="Optuna study name")
+        str | None, typer.Option("--study-name", help="Optuna study name")
     ] = None,
     set_: Annotated[
-        Optional[list[str]],
-        typer.Option("--set", metavar="KEY=VALUE", help="override any key, e.g. training.max_epochs=5"),
+        list[str] | None,
+        typer.Option(
+            "--set", metavar="KEY=VALUE", help="override any key, e.g. training.max_epochs=5"
+        ),
     ] = None,
 ) -> None:
     """Tune an experiment: resume its study, run trials, record them in MLflow."""
@@ -121,7 +122,7 @@ def run(
 @app.command()
 def spaces(
     paths: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Argument(help="search-space files (default: every file in search_spaces/)"),
     ] = None,
 ) -> None:
@@ -151,7 +152,7 @@ def spaces(
 def validate(
     experiment: Annotated[Path, typer.Argument(help="experiment YAML file")],
     set_: Annotated[
-        Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override a key")
+        list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override a key")
     ] = None,
 ) -> None:
     """Check an experiment and print it with every default filled in; creates nothing."""
@@ -175,4 +176,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

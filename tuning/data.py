@@ -236,7 +236,9 @@ def task_of(name: str) -> Task:
     """
     if name not in DATASETS:
         raise ConfigError(
-            f"unknown dataset {name!r}", key="dataset.name", fix=f"use one of {', '.join(DATASETS)}"
+            f"unknown dataset {name!r}",
+            key="dataset.name",
+            fix=f"use one of {', '.join(DATASETS)}",
         )
     return DATASETS[name].task
 
@@ -314,9 +316,13 @@ def load_dataset(
             seed=seed + 1,
             what="validation",
         )
-    x_train, x_valid, x_test = (np.asarray(a, dtype=np.float32) for a in (x_train, x_valid, x_test))
+    x_train, x_valid, x_test = (
+        np.asarray(a, dtype=np.float32) for a in (x_train, x_valid, x_test)
+    )
     if info.task == "classification":
-        y_train, y_valid, y_test = (np.asarray(a, dtype=np.int32) for a in (y_train, y_valid, y_test))
+        y_train, y_valid, y_test = (
+            np.asarray(a, dtype=np.int32) for a in (y_train, y_valid, y_test)
+        )
         n_classes = int(max(y_train.max(), y_valid.max(), y_test.max())) + 1
     else:
         y_train, y_valid, y_test = (

@@ -49,5 +49,7 @@ def configure() -> dict[str, str]:
         import torch
 
         if torch.cuda.is_available():
-            devices = ",".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+            devices = ",".join(
+                torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+            )
     return {"backend": backend, "devices": devices}

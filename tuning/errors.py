@@ -14,8 +14,8 @@ __all__ = ["ConfigError", "TrialFailed"]
 class ConfigError(ValueError):
     """A user error in an experiment, a search space, a dataset or an environment setting.
 
-    The message is one line: ``<source>: <key>: <rule>. Fix: <fix>``. ``source`` is the file (or the
-    command-line option) the value came from, ``key`` the dotted path of the value in it.
+    The message is one line: ``<source>: <key>: <rule>. Fix: <fix>``. ``source`` is the file
+    (or the command-line option) the value came from, ``key`` the dotted path of the value in it.
 
     Args:
         message: What rule was broken, quoting the value received.
@@ -77,7 +77,7 @@ def config_error_from_validation(
     prefix: str = "",
     fields: dict[str, str] | None = None,
 ) -> ConfigError:
-    """Turn the first problem of a pydantic ``ValidationError`` into a one-line :class:`ConfigError`.
+    """Turn the first problem of a pydantic ``ValidationError`` into a one-line ConfigError.
 
     Args:
         err: The ``pydantic.ValidationError`` raised while validating a file's contents.
@@ -102,11 +102,7 @@ def config_error_from_validation(
     fix: str | None = None
     if kind == "extra_forbidden":
         parent = key.rpartition(".")[0]
-        allowed = sorted(
-            k.rpartition(".")[2]
-            for k in fields
-            if k.rpartition(".")[0] == parent
-        )
+        allowed = sorted(k.rpartition(".")[2] for k in fields if k.rpartition(".")[0] == parent)
         msg = "unknown key"
         fix = f"remove it or correct its spelling; allowed keys here: {', '.join(allowed)}"
     elif kind == "missing":

@@ -35,9 +35,7 @@ def make_optimizer(name: str, *, learning_rate: float, momentum: float = 0.9) ->
     factories = {
         "sgd": lambda: opt.SGD(learning_rate=learning_rate),
         "momentum": lambda: opt.SGD(learning_rate=learning_rate, momentum=momentum),
-        "nesterov": lambda: opt.SGD(
-            learning_rate=learning_rate, momentum=momentum, nesterov=True
-        ),
+        "nesterov": lambda: opt.SGD(learning_rate=learning_rate, momentum=momentum, nesterov=True),
         "adagrad": lambda: opt.Adagrad(learning_rate=learning_rate),
         "rmsprop": lambda: opt.RMSprop(learning_rate=learning_rate),
         "adam": lambda: opt.Adam(learning_rate=learning_rate),

@@ -20,7 +20,9 @@ def trials_table(study: optuna.Study) -> list[dict[str, object]]:
     """One row per trial: number, state, value, params, epochs, seconds, n_params, reason."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        fixed = {k.removeprefix("fixed."): v for k, v in t.user_attrs.items() if k.startswith("fixed.")}
+        fixed = {
+            k.removeprefix("fixed."): v for k, v in t.user_attrs.items() if k.startswith("fixed.")
+        }
         rows.append(
             {
                 "number": t.number,
@@ -62,7 +64,7 @@ def write_job_reports(
         maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         fig, ax = plt.subplots(figsize=(7, 4))
         xs = [t.number for t in done]
-        ys = [t.value for t in done]
+        ys = [float(t.value) for t in done if t.value is not None]
         best, running = [], (-math.inf if maximize else math.inf)
         for y in ys:
             running = max(running, y) if maximize else min(running, y)

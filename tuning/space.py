@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tuning.errors import ConfigError, config_error_from_validation
 from tuning.params import PARAMETERS
@@ -30,7 +37,7 @@ __all__ = [
     "SearchSpace",
 ]
 
-Scalar = Union[bool, int, float, str, None]
+Scalar = bool | int | float | str | None
 
 
 class _Spec(BaseModel):
@@ -50,9 +57,7 @@ class _Spec(BaseModel):
     @classmethod
     def _scalar_to_list(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
-            return {
-                k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in value.items()
-            }
+            return {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in value.items()}
         return value
 
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
@@ -229,7 +234,7 @@ class FixedSpec(_Spec):
 
 
 ParamSpec = Annotated[
-    Union[IntSpec, FloatSpec, CategoricalSpec, FixedSpec], Field(discriminator="type")
+    IntSpec | FloatSpec | CategoricalSpec | FixedSpec, Field(discriminator="type")
 ]
 SPEC_TYPES: dict[str, type[_Spec]] = {
     cls.kind: cls for cls in (IntSpec, FloatSpec, CategoricalSpec, FixedSpec)
@@ -238,8 +243,7 @@ SPEC_TYPES: dict[str, type[_Spec]] = {
 
 def _field_descriptions(cls: type[_Spec], prefix: str) -> dict[str, str]:
     return {
-        f"{prefix}.{name}": (field.description or name)
-        for name, field in cls.model_fields.items()
+        f"{prefix}.{name}": (field.description or name) for name, field in cls.model_fields.items()
     }
 
 
@@ -305,14 +309,13 @@ class SearchSpace:
                 "a search space must be a non-empty mapping of parameter name to spec "
                 f"(got {type(raw).__name__})",
                 source=source,
-                fix="write e.g. `learning_rate: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}`",
+                fix="write e.g. `learning_rate: {type: float, low: 1.0e-4, high: 1.0e-2, "
+                "log: true}`",
             )
         specs = {}
         for name, value in raw.items():
             if not isinstance(name, str):
-                raise ConfigError(
-                    f"parameter names must be strings (got {name!r})", source=source
-                )
+                raise ConfigError(f"parameter names must be strings (got {name!r})", source=source)
             specs[name] = build_spec(name, value, source=source)
         return cls(specs, source=source)
 

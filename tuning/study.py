@@ -2,9 +2,10 @@
 
 Owns the Optuna side (storage with heartbeat, named samplers and pruners, ``load_if_exists``
 always, the ``n_trials`` / ``timeout`` budget of one job) and the objective that ties a trial to
-the parts: ``space.suggest`` -> ``model.build_model`` -> ``train.fit``, with every epoch reported to
-Optuna (pruning) and to the trial's MLflow run. Trial-level problems (:class:`TrialFailed`) fail
-the trial and the study goes on; anything else stops the job, and every run is still ended.
+the parts: ``space.suggest`` -> ``model.build_model`` -> ``train.fit``, with every epoch
+reported to Optuna (pruning) and to the trial's MLflow run. Trial-level problems
+(:class:`TrialFailed`) fail the trial and the study goes on; anything else stops the job, and
+every run is still ended.
 """
 
 from __future__ import annotations
@@ -232,7 +233,7 @@ def run_job(exp: Experiment, *, say: Say = print) -> JobResult:
         parent.log_text(yaml.safe_dump(resolved, sort_keys=False), "config.yaml")
         n_before = len(study.trials)
         say(
-            f"study {exp.study_name!r} ({'resumed with ' + str(n_before) + ' trials' if n_before else 'new'}"
+            f"study {exp.study_name!r} ({f'resumed with {n_before} trials' if n_before else 'new'}"
             f", {redact(exp.study.storage)}); MLflow experiment {tracker.experiment_name!r} "
             f"({uri}), parent run {parent.run_id}; data {exp.dataset.name} {data.sizes()}"
         )
@@ -420,7 +421,10 @@ class _TrialRunner:
                 )
                 metrics["best_value"] = best_trial.value
                 parent.log_params(
-                    {"best_trial": best_trial.number, **{f"best_{k}": v for k, v in best_params.items()}}
+                    {
+                        "best_trial": best_trial.number,
+                        **{f"best_{k}": v for k, v in best_params.items()},
+                    }
                 )
                 parent.set_tags(
                     {

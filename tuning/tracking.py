@@ -264,7 +264,9 @@ class Tracker:
             self.experiment_id = self._experiment_id(experiment)
         exp = self.client.get_experiment(self.experiment_id)
         if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            self.client.set_experiment_tag(
+                self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
         self.experiment_name = exp.name
         # Logged models belong to the fluent "active" experiment: make it this one.
         mlflow.set_experiment(experiment_id=self.experiment_id)
@@ -276,14 +278,12 @@ class Tracker:
                 raise ConfigError(
                     f"the MLflow experiment {name!r} is deleted",
                     key="tracking.experiment",
-                    fix=f"restore it (mlflow experiments restore) or choose another name",
+                    fix="restore it (mlflow experiments restore) or choose another name",
                 )
             return str(exp.experiment_id)
         try:
             return str(
-                self.client.create_experiment(
-                    name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
-                )
+                self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             )
         except mlflow.exceptions.MlflowException:
             exp = self.client.get_experiment_by_name(name)  # another worker created it first

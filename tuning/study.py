@@ -222,9 +222,9 @@ def run_job(exp: Experiment, *, say: Say = print) -> JobResult:
             for t in study.get_trials(deepcopy=False)
             if t.state != optuna.trial.TrialState.RUNNING
         }
-        closed = tracker.close_orphans(dead)
+        closed = tracker.close_orphans(dead) + tracker.close_dead_jobs()
         if closed:
-            say(f"closed {closed} MLflow run(s) left RUNNING by a process that died")
+            say(f"ended {closed} MLflow run(s) left RUNNING by a process that died")
         resolved = exp.resolved()
         resolved["study"]["storage"] = redact(resolved["study"]["storage"])
         parent.log_params({k: v for k, v in resolved.items() if k != "search_space"})

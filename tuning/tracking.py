@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import tempfile
 import time
 import urllib.error
@@ -112,6 +113,19 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _param_value(v: Any) -> str:
     text = "null" if v is None else str(v)
     return text[:_PARAM_MAX]
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _now_ms() -> int:
@@ -293,7 +307,13 @@ class Tracker:
 
     def start_parent(self, *, run_name: str, tags: Mapping[str, Any]) -> ParentRun:
         """Open this job's parent run, or adopt the one ``mlflow run`` created."""
-        all_tags = {"study": self.study, "tuning.role": "job", **tags}
+        all_tags = {
+            "study": self.study,
+            "tuning.role": "job",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            **tags,
+        }
         if self.adopted_run_id:
             run_id = self.adopted_run_id
             self.client.log_batch(
@@ -356,6 +376,34 @@ class Tracker:
                 trial_run.set_tags(tags)
             finally:
                 self.client.set_terminated(trial_run.run_id, status=status)
+
+    def close_dead_jobs(self) -> int:
+        """End parent runs of this study left RUNNING by a job on this host that no longer runs.
+
+        A job killed with SIGKILL cannot end its own run. Jobs on other hosts are left alone:
+        from here they cannot be told apart from jobs still running.
+
+        Returns:
+            How many parent runs were ended (as KILLED).
+        """
+        host = socket.gethostname()
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.study = '{self.study}' and tags.`tuning.role` = 'job' "
+                f"and tags.host = '{host}' and attributes.status = 'RUNNING'"
+            ),
+            max_results=1000,
+        )
+        closed = 0
+        for run in runs:
+            pid = int(run.data.tags.get("pid", "0") or 0)
+            if pid == os.getpid() or run.info.run_id == self.adopted_run_id or _alive(pid):
+                continue
+            self.client.set_tag(run.info.run_id, "reason", f"its process {pid} on {host} died")
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+            closed += 1
+        return closed
 
     def close_orphans(self, dead_trials: Mapping[int, str]) -> int:
         """End trial runs left RUNNING by a killed process, given the trials Optuna knows dead.

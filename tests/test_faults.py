@@ -1,8 +1,7 @@
-"""A job killed with SIGKILL mid-trial: the next job keeps every finished trial and ends its runs."""
+"""A job killed with SIGKILL mid-trial: the next job keeps every finished trial, ends its runs."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ def test_kill_9_mid_trial_then_rerun(make_experiment, workdir: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuning", "run", str(exp), "--n-trials", "1",
          "--set", "training.max_epochs=1000", "--set", "training.early_stopping.patience=1000"],
-        cwd=workdir, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         _wait_for_running_trial(storage, "killed", proc)

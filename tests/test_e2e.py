@@ -128,7 +128,7 @@ def test_pruned_trials_are_tagged_and_finished(make_experiment, workdir: Path) -
     result = runner.invoke(app, ["run", str(exp)])
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="pruning", storage="sqlite:///optuna.db")
-    _, children = _split(_runs("sqlite:///mlflow.db", "pruning"))
+    _, children = _split(_runs(f"sqlite:///{workdir / 'mlflow.db'}", "pruning"))
     by_number = {int(r.data.tags["trial_number"]): r for r in children}
     for t in study.trials:
         run = by_number[t.number]
@@ -158,7 +158,7 @@ def test_a_crashing_trial_leaves_its_run_failed(make_experiment, workdir, monkey
     result = runner.invoke(app, ["run", str(exp)])
     assert result.exit_code != 0
     assert isinstance(result.exception, RuntimeError)  # an internal error keeps its traceback
-    parents, children = _split(_runs("sqlite:///mlflow.db", "crash"))
+    parents, children = _split(_runs(f"sqlite:///{workdir / 'mlflow.db'}", "crash"))
     assert len(children) == 2
     states = {int(r.data.tags["trial_number"]): r for r in children}
     assert states[0].info.status == "FINISHED"
@@ -193,7 +193,7 @@ def test_ctrl_c_ends_every_run_killed(make_experiment, workdir, monkeypatch) -> 
     exp = make_experiment("interrupt", study__n_trials=3, training__max_epochs=1)
     result = runner.invoke(app, ["run", str(exp)])
     assert result.exit_code == 130, result.output
-    parents, children = _split(_runs("sqlite:///mlflow.db", "interrupt"))
+    parents, children = _split(_runs(f"sqlite:///{workdir / 'mlflow.db'}", "interrupt"))
     assert all(r.info.status != "RUNNING" for r in parents + children)
     by_number = {int(r.data.tags["trial_number"]): r for r in children}
     assert by_number[0].info.status == "FINISHED"
@@ -220,7 +220,7 @@ def test_nan_trials_fail_with_reason_and_study_goes_on(make_experiment, workdir)
     # Both trials ran: the first failure did not stop the study.
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
     assert all("TrialFailed: loss became" in t.user_attrs["reason"] for t in study.trials)
-    parents, children = _split(_runs("sqlite:///mlflow.db", "nan"))
+    parents, children = _split(_runs(f"sqlite:///{workdir / 'mlflow.db'}", "nan"))
     assert [r.info.status for r in children] == ["FAILED", "FAILED"]
     assert all("learning rate too high" in r.data.tags["reason"] for r in children)
     assert parents[0].info.status == "FINISHED"

@@ -59,7 +59,7 @@ def test_kill_9_mid_trial_then_rerun(make_experiment, workdir: Path) -> None:
 
     study = optuna.load_study(study_name="killed", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp_id = client.get_experiment_by_name("killed").experiment_id
     runs = client.search_runs([exp_id])
     assert all(r.info.status != "RUNNING" for r in runs)

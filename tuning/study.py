@@ -237,6 +237,12 @@ def run_job(exp: Experiment, *, say: Say = print) -> JobResult:
             f", {redact(exp.study.storage)}); MLflow experiment {tracker.experiment_name!r} "
             f"({uri}), parent run {parent.run_id}; data {exp.dataset.name} {data.sizes()}"
         )
+        if tracker.adopted_run_id and tracker.experiment_name != exp.mlflow_experiment:
+            say(
+                f"note: `mlflow run` put this job in MLflow experiment "
+                f"{tracker.experiment_name!r}; pass --experiment-name {exp.mlflow_experiment} "
+                "to keep it with the study's other runs"
+            )
         runner = _TrialRunner(exp, data=data, tracker=tracker, parent=parent, say=say)
         try:
             study.optimize(
@@ -473,6 +479,9 @@ class _TrialRunner:
             )
         if model_uri:
             self.say(f"this job's best model (trial {self.best_trial}): {model_uri}")
+        from tuning.tracking import ui_link
+
+        self.say(f"MLflow: {ui_link(self.tracker.uri, self.tracker.experiment_id)}")
         return result
 
     def _log_best_model(self, metrics: dict[str, float | None]) -> str:

@@ -34,14 +34,22 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from tuning.errors import ConfigError  # noqa: E402
 
-__all__ = ["ParentRun", "TrialRun", "Tracker", "check_tracking_uri", "resolve_tracking_uri"]
+__all__ = [
+    "ParentRun",
+    "Tracker",
+    "TrialRun",
+    "check_tracking_uri",
+    "resolve_tracking_uri",
+    "ui_link",
+]
 
 # MLflow asks for type hints on PythonModel.predict; our logged signature is the schema.
 warnings.filterwarnings("ignore", message=r".*(Add type hints|Type hint)", category=UserWarning)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-# The MLflow 3 UI opens an experiment on its GenAI overview unless this tag says it is
-# traditional model development; then it lands on the runs table.
+# What kind of experiment this is, for MLflow's UI. Checked in Chromium with MLflow 3.17.2: the
+# tag alone does not choose the landing page; the UI's GenAI / Model training switch does (URL
+# parameter `workflowType`, then localStorage), so `ui_link` puts it in the link we print.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 _PARAM_MAX = 6000
@@ -54,8 +62,20 @@ def resolve_tracking_uri(configured: str | None) -> str:
     """
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if os.environ.get("MLFLOW_RUN_ID") and env:
-        return env
-    return configured or env or DEFAULT_TRACKING_URI
+        return absolute_sqlite(env)
+    return absolute_sqlite(configured or env or DEFAULT_TRACKING_URI)
+
+
+def absolute_sqlite(uri: str) -> str:
+    """``sqlite:///rel.db`` -> ``sqlite:////abs/rel.db``: the file the job used, from anywhere.
+
+    MLflow caches its SQL stores by URI, so a relative path would keep pointing at the folder
+    that was current when it was first opened.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri.startswith(prefix + "/") or uri == prefix + ":memory:":
+        return uri
+    return prefix + str(Path(uri.removeprefix(prefix)).resolve())
 
 
 def check_tracking_uri(uri: str, *, source: str | None = None, timeout: float = 5.0) -> None:
@@ -97,6 +117,14 @@ def check_tracking_uri(uri: str, *, source: str | None = None, timeout: float = 
                 key="tracking.uri",
                 fix="use sqlite:///mlflow.db (or set MLFLOW_ALLOW_FILE_STORE=true)",
             )
+
+
+def ui_link(uri: str, experiment_id: str) -> str:
+    """How to see an experiment's runs table in the MLflow UI (not its GenAI overview)."""
+    page = f"#/experiments/{experiment_id}?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/{page}"
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -64,6 +64,7 @@ def test_bad_search_space_exits_2_and_creates_nothing(
         (["--set", "dataset.name=cifar"], ["bad.yaml", "dataset.name", "unknown dataset 'cifar'"]),
         (["--set", "study.n_trails=3"], ["study.n_trails", "unknown key", "n_trials"]),
         (["--n-trials", "many"], ["--n-trials", "expected a whole number"]),
+        (["--overrides", "study.seed=1 nokey"], ["--set", "expected dotted.key=value"]),
         (["--n-trials", "0"], ["study.n_trials", "greater than or equal to 1"]),
         (["--storage", "redis://localhost"], ["study.storage", "unsupported storage URL"]),
         (
@@ -150,6 +151,7 @@ def test_mlflow_run_entry_point(make_experiment, workdir: Path) -> None:
             "-P", f"experiment={exp}",
             "-P", "n_trials=2",
             "-P", f"storage=sqlite:///{workdir / 'x.db'}",
+            "-P", "overrides=training.max_epochs=1 study.seed=5",
         ],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -159,6 +161,7 @@ def test_mlflow_run_entry_point(make_experiment, workdir: Path) -> None:
 
     study = optuna.load_study(study_name="mlproject", storage=f"sqlite:///{workdir / 'x.db'}")
     assert len(study.trials) == 2
+    assert [t.user_attrs["epochs_trained"] for t in study.trials] == [1, 1]  # -P overrides
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     mexp = client.get_experiment_by_name("mlproject")
     runs = client.search_runs([mexp.experiment_id])
@@ -167,5 +170,6 @@ def test_mlflow_run_entry_point(make_experiment, workdir: Path) -> None:
     assert len(parents) == 1 and len(children) == 2
     assert parents[0].data.tags.get("mlflow.project.entryPoint") == "main"  # MLflow's own run
     assert parents[0].data.tags["study"] == "mlproject"
+    assert parents[0].data.params["study.seed"] == "5"
     assert parents[0].info.status == "FINISHED"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}

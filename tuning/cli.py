@@ -80,12 +80,23 @@ def run(
             "--set", metavar="KEY=VALUE", help="override any key, e.g. training.max_epochs=5"
         ),
     ] = None,
+    overrides_text: Annotated[
+        str | None,
+        typer.Option(
+            "--overrides",
+            metavar="'KEY=VALUE ...'",
+            help="several --set items in one quoted string (for mlflow run -P overrides=...)",
+        ),
+    ] = None,
 ) -> None:
     """Tune an experiment: resume its study, run trials, record them in MLflow."""
+    import shlex
+
     from tuning.config import load_experiment, parse_set
 
     try:
-        overrides = [parse_set(item) for item in set_ or []]
+        items = [*(set_ or []), *shlex.split(overrides_text or "")]
+        overrides = [parse_set(item) for item in items]
         n = _optional_number(n_trials, "--n-trials", int)
         t = _optional_number(timeout, "--timeout", float)
         if n is not None:

@@ -296,7 +296,7 @@ BAD = [
         "metric-not-of-task",
         lambda d, t: _set(d, "objective.metric", "val_rmse"),
         "objective.metric",
-        "'val_rmse' is not a validation metric of a classification task",
+        "'val_rmse' is not a validation metric of a multiclass task",
         True,
         ["val_loss, val_accuracy"],
     ),

@@ -27,7 +27,7 @@ def test_shipped_datasets_split_without_overlap(name: str) -> None:
     assert data.x_train.dtype == np.float32
     rows = {tuple(r) for r in data.x_train}
     assert not rows & {tuple(r) for r in data.x_test}, "train and test share rows"
-    if data.task == "classification":
+    if data.is_classification:
         assert data.n_classes == len(np.unique(np.concatenate([data.y_train, data.y_test])))
         # Stratified: every class appears in every split.
         for split in (data.y_train, data.y_valid, data.y_test):

@@ -90,12 +90,14 @@ def test_run_records_the_mlflow_layout_and_resumes(make_experiment, workdir: Pat
     assert loaded.metadata.saved_input_example_info is not None
     from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    labels = loaded.predict(digits.data[:20].astype(np.float32))
+    digits = load_digits(as_frame=True)
+    rows = digits.data.iloc[:20]  # raw rows, original column names: scaling is in the model
+    labels = loaded.predict(rows)
     assert labels.shape == (20,) and set(labels) <= set(range(10))
-    assert (labels == digits.target[:20]).mean() > 0.5  # a trained model, not noise
-    probs = loaded.predict(digits.data[:3].astype(np.float32), params={"output": "probabilities"})
-    assert probs.shape == (3, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert (labels == digits.target[:20].to_numpy()).mean() > 0.5  # a trained model, not noise
+    probs = loaded.predict(rows.iloc[:3], params={"output": "probabilities"})
+    assert probs.shape == (3, 10) and list(probs.columns) == [str(i) for i in range(10)]
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
 
     # Same command again: the same study gains trials, MLflow gets a second parent.
     again = runner.invoke(app, ["run", str(exp), "--n-trials", "1"])

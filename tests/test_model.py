@@ -36,7 +36,7 @@ def test_classifier_layers_and_head(digits, n_hidden: int) -> None:
     out = model.predict(digits.x_valid[:4], verbose=0)
     assert out.shape == (4, 10) and np.allclose(out.sum(axis=1), 1, atol=1e-5)
     # Scaling lives inside the model so it takes raw features.
-    assert model.get_layer("standardize") is not None
+    assert model.get_layer("encode") is not None
 
 
 def test_regressor_has_one_linear_unit_and_mse(diabetes) -> None:

@@ -41,9 +41,35 @@ class _Model(BaseModel):
 
 
 class DatasetConfig(_Model):
-    """Which data to tune on and how to split it."""
+    """Which data to tune on, how to read it and how to split it."""
 
-    name: str = Field(description="a dataset name, e.g. digits or fashion_mnist")
+    name: str | None = Field(
+        default=None,
+        description="a registered dataset, e.g. digits or fashion_mnist (or give path)",
+    )
+    path: str | None = Field(
+        default=None,
+        description="a CSV or Parquet file, relative to the experiment file (instead of name)",
+    )
+    target: str | list[str] | None = Field(
+        default=None,
+        description="the target column of the file, or a list (multilabel, multi-output)",
+    )
+    features: list[str] | None = Field(
+        default=None, description="feature columns (default: all but the target and drop)"
+    )
+    drop: list[str] = Field(default_factory=list, description="columns to leave out")
+    categorical: list[str] = Field(
+        default_factory=list, description="columns to treat as categories even if numeric"
+    )
+    impute: Literal["error", "mean", "median", "drop"] = Field(
+        default="error",
+        description="missing values: error, mean or median (of the training split), drop (rows)",
+    )
+    task: Literal["auto", "binary", "multiclass", "multilabel", "regression"] = Field(
+        default="auto",
+        description="auto (from the target), binary, multiclass, multilabel or regression",
+    )
     validation: float | int | None = Field(
         default=None,
         description="validation split: a fraction of the training data (0 < x < 1) or a row "
@@ -174,6 +200,15 @@ class TrainingConfig(_Model):
     )
     early_stopping: EarlyStoppingConfig = Field(
         default_factory=EarlyStoppingConfig, description="patience and min_delta"
+    )
+    loss: Literal["auto", "mse", "mae", "huber"] = Field(
+        default="auto",
+        description="regression loss: auto (mse), mse, mae or huber; classification losses "
+        "follow the task",
+    )
+    output_activation: Literal["auto", "linear", "softplus", "relu"] = Field(
+        default="auto",
+        description="regression output: auto/linear, or softplus/relu for positive values",
     )
 
 
@@ -371,19 +406,32 @@ def register_check(check: Check) -> Check:
     return check
 
 
-@register_check
-def check_objective(exp: Experiment) -> None:
-    """The objective metric exists for the dataset's task, and a loss is never maximized."""
+OBJECTIVE_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("val_loss", "val_accuracy", "val_auc"),
+    "multiclass": ("val_loss", "val_accuracy"),
+    "multilabel": ("val_loss", "val_accuracy", "val_auc"),
+    "regression": ("val_loss", "val_rmse", "val_mae"),
+}
+LOWER_IS_BETTER = ("val_loss", "val_rmse", "val_mae")
+
+
+def static_task(exp: Experiment) -> str | None:
+    """The task when it is known without reading data: a registered dataset, or declared."""
     from tuning.data import DATASETS
 
-    if exp.dataset.name not in DATASETS:
-        return  # check_dataset reports it
-    task = DATASETS[exp.dataset.name].task
+    if exp.dataset.name in DATASETS:
+        return DATASETS[exp.dataset.name].task
+    return None if exp.dataset.task == "auto" else exp.dataset.task
+
+
+def check_objective_for(exp: Experiment, task: str) -> None:
+    """The objective metric exists for ``task``, and a loss is never maximized.
+
+    Raises:
+        ConfigError: naming ``objective.metric`` or ``objective.direction``.
+    """
     metric = exp.objective.metric
-    known = {
-        "classification": ["val_loss", "val_accuracy"],
-        "regression": ["val_loss", "val_rmse", "val_mae"],
-    }[task]
+    known = OBJECTIVE_METRICS[task]
     if metric not in known:
         raise ConfigError(
             f"{metric!r} is not a validation metric of a {task} task",
@@ -391,8 +439,7 @@ def check_objective(exp: Experiment) -> None:
             key="objective.metric",
             fix=f"use one of {', '.join(known)}",
         )
-    lower_is_better = metric in ("val_loss", "val_rmse", "val_mae")
-    wanted = "minimize" if lower_is_better else "maximize"
+    wanted = "minimize" if metric in LOWER_IS_BETTER else "maximize"
     if exp.objective.direction != wanted:
         raise ConfigError(
             f"{metric} should be {wanted}d, not {exp.objective.direction}d",
@@ -400,20 +447,80 @@ def check_objective(exp: Experiment) -> None:
             key="objective.direction",
             fix=f"set direction: {wanted}",
         )
+    if task != "regression":
+        for key, value in (
+            ("loss", exp.training.loss),
+            ("output_activation", exp.training.output_activation),
+        ):
+            if value != "auto":
+                raise ConfigError(
+                    f"training.{key} applies to regression only; this is a {task} task",
+                    source=exp.source,
+                    key=f"training.{key}",
+                    fix="remove it (the task decides the loss and the output)",
+                )
 
 
 @register_check
 def check_dataset(exp: Experiment) -> None:
-    """The dataset is known."""
-    from tuning.data import DATASETS
+    """Exactly one of name and path; a known name; a file with a target and a readable type."""
+    from tuning.data import DATASETS, FILE_SUFFIXES
 
-    if exp.dataset.name not in DATASETS:
+    ds = exp.dataset
+    if (ds.name is None) == (ds.path is None):
         raise ConfigError(
-            f"unknown dataset {exp.dataset.name!r}",
+            "give either dataset.name or dataset.path" + (", not both" if ds.name else ""),
             source=exp.source,
-            key="dataset.name",
-            fix=f"use one of {', '.join(DATASETS)}",
+            key="dataset",
+            fix=f"name: one of {', '.join(DATASETS)}; or path: FILE.csv with target: COLUMN",
         )
+    if ds.name is not None:
+        if ds.name not in DATASETS:
+            raise ConfigError(
+                f"unknown dataset {ds.name!r}",
+                source=exp.source,
+                key="dataset.name",
+                fix=f"use one of {', '.join(DATASETS)}, or give path: FILE.csv",
+            )
+        for key in ("target", "features"):
+            if getattr(ds, key) is not None:
+                raise ConfigError(
+                    f"dataset.{key} is for data files (path:), not the registered {ds.name}",
+                    source=exp.source,
+                    key=f"dataset.{key}",
+                    fix="remove it",
+                )
+        return
+    assert ds.path is not None
+    if ds.target is None or ds.target == []:
+        raise ConfigError(
+            "a data file needs its target column",
+            source=exp.source,
+            key="dataset.target",
+            fix="add target: COLUMN (or a list of columns)",
+        )
+    if Path(ds.path).suffix.lower() not in FILE_SUFFIXES:
+        raise ConfigError(
+            f"unsupported file type {Path(ds.path).suffix!r}",
+            source=exp.source,
+            key="dataset.path",
+            fix="give a .csv or .parquet file",
+        )
+    if not Path(ds.path).is_file():
+        raise ConfigError(
+            f"data file {ds.path!r} not found",
+            source=exp.source,
+            key="dataset.path",
+            fix="give a path relative to the experiment file",
+        )
+
+
+@register_check
+def check_objective(exp: Experiment) -> None:
+    """Objective and task agree, when the task is known before reading data."""
+    task = static_task(exp)
+    if task is not None:
+        check_objective_for(exp, task)
 
 
 @register_check
@@ -476,6 +583,8 @@ def load_experiment(
     except ValidationError as e:
         raise config_error_from_validation(e, source=source, fields=EXPERIMENT_FIELDS) from e
     exp._source = source
+    if exp.dataset.path is not None and not Path(exp.dataset.path).is_absolute():
+        exp.dataset.path = str(Path(path).parent / exp.dataset.path)
     if isinstance(exp.search_space, str):
         space_path = Path(exp.search_space)
         if not space_path.is_absolute():

@@ -21,7 +21,7 @@ from typing import Any
 
 import optuna
 
-from tuning.config import Experiment, PrunerConfig, SamplerConfig, redact
+from tuning.config import Experiment, PrunerConfig, SamplerConfig, check_objective_for, redact
 from tuning.errors import ConfigError, TrialFailed
 
 __all__ = ["JobResult", "make_pruner", "make_sampler", "open_study", "run_job"]
@@ -148,7 +148,11 @@ def _pip_requirements() -> list[str]:
 
     import keras
 
-    reqs = [f"keras=={version('keras')}", f"numpy=={version('numpy')}"]
+    reqs = [
+        f"keras=={version('keras')}",
+        f"numpy=={version('numpy')}",
+        f"pandas=={version('pandas')}",
+    ]
     backend = keras.backend.backend()
     if backend == "tensorflow":
         reqs.append(f"tensorflow=={version('tensorflow')}")
@@ -184,15 +188,24 @@ def run_job(exp: Experiment, *, say: Say = print) -> JobResult:
 
     t0 = time.perf_counter()
     # -- validate everything that can be checked before creating anything --------------------
+    ds = exp.dataset
     try:
         data = load_dataset(
-            exp.dataset.name,
-            validation=exp.dataset.validation,
-            test=exp.dataset.test,
-            seed=exp.dataset.seed,
+            ds.name,
+            validation=ds.validation,
+            test=ds.test,
+            seed=ds.seed,
+            path=ds.path,
+            target=tuple(ds.target) if isinstance(ds.target, list) else ds.target,
+            features=tuple(ds.features) if ds.features is not None else None,
+            drop=tuple(ds.drop),
+            categorical=tuple(ds.categorical),
+            impute=ds.impute,
+            task=ds.task,
         )
     except ConfigError as e:
         raise e.with_source(exp.source) from e
+    check_objective_for(exp, data.task)
     uri = tracking.resolve_tracking_uri(exp.tracking.uri)
     tracking.check_tracking_uri(uri, source=exp.source)
     device = devices.configure()
@@ -323,7 +336,12 @@ class _TrialRunner:
             try:
                 fresh_session()
                 keras.utils.set_random_seed(exp.study.seed + trial.number)
-                model = build_model(params, data=self.data)
+                model = build_model(
+                    params,
+                    data=self.data,
+                    loss=exp.training.loss,
+                    output_activation=exp.training.output_activation,
+                )
                 n_params = int(model.count_params())
 
                 def on_epoch(epoch: int, logs: Any) -> None:
@@ -486,27 +504,21 @@ class _TrialRunner:
 
     def _log_best_model(self, metrics: dict[str, float | None]) -> str:
         import keras
-        import numpy as np
+
+        from tuning.encoding import CUSTOM_OBJECTS
 
         data = self.data
-        model = keras.models.load_model(self.best_model_path)
+        model = keras.models.load_model(self.best_model_path, custom_objects=CUSTOM_OBJECTS)
+        # The test split is touched here only: to score the job's best model.
         scores = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
         for k, v in scores.items():
             metrics[f"test_{k}"] = float(v)
         metrics["job_best_value"] = self.best_value
         self.parent.set_tags({"model_trial": self.best_trial})
-        meta = {
-            "task": data.task,
-            "input_shape": list(data.input_shape),
-            "class_names": data.class_names,
-            "feature_names": data.feature_names,
-            "trial": self.best_trial,
-            "study": self.exp.study_name,
-        }
-        example = np.asarray(data.x_valid[:5])
+        meta = {**data.serving_meta(), "trial": self.best_trial, "study": self.exp.study_name}
         return self.parent.log_model(
             keras_path=self.best_model_path,
             meta=meta,
-            input_example=example,
+            input_example=data.example_rows(5),
             pip_requirements=_pip_requirements(),
         )

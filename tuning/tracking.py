@@ -252,17 +252,17 @@ class ParentRun:
         Returns:
             The model URI (``models:/<model_id>``), loadable with ``mlflow.pyfunc.load_model``.
         """
-        import numpy as np
         from mlflow.models import infer_signature
+
+        from tuning.encoding import predict_raw
 
         with tempfile.TemporaryDirectory() as tmp:
             meta_path = Path(tmp) / "meta.json"
             meta_path.write_text(json.dumps(dict(meta)))
-            example = np.asarray(input_example)
+            example = input_example
             code = Path(__file__).with_name("_pyfunc_model.py")
+            encoding = Path(__file__).with_name("encoding.py")
             # The output schema is inferred from what the model predicts on the example.
-            from tuning._pyfunc_model import predict_raw
-
             output = predict_raw(str(keras_path), dict(meta), example)
             signature = infer_signature(example, output, params={"output": "labels"})
             # Model.log takes the run explicitly: no fluent active run to resume and end.
@@ -272,6 +272,7 @@ class ParentRun:
                 flavor=mlflow.pyfunc,
                 run_id=self.run_id,
                 python_model=str(code),
+                code_paths=[str(encoding)],
                 artifacts={"keras_model": str(keras_path), "meta": str(meta_path)},
                 signature=signature,
                 input_example=example,

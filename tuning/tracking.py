@@ -19,7 +19,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,9 +41,6 @@ __all__ = [
     "resolve_tracking_uri",
     "ui_link",
 ]
-
-# MLflow asks for type hints on PythonModel.predict; our logged signature is the schema.
-warnings.filterwarnings("ignore", message=r".*(Add type hints|Type hint)", category=UserWarning)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # What kind of experiment this is, for MLflow's UI. Checked in Chromium with MLflow 3.17.2: the

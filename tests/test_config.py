@@ -575,3 +575,23 @@ def test_config_and_space_do_not_import_frameworks() -> None:
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_search_space_overrides_merge_into_the_space_file() -> None:
+    exp = load_experiment(
+        ROOT / "experiments" / "quickstart.yaml",
+        overrides=[
+            ("search_space.learning_rate", 0.01),
+            ("search_space.n_hidden.high", 2),
+        ],
+    )
+    specs = exp.space.specs
+    assert specs["learning_rate"].kind == "fixed" and specs["learning_rate"].value == 0.01
+    assert specs["n_hidden"].high == 2 and specs["n_hidden"].low == 1  # the rest of the file kept
+    assert "momentum" in specs and "activation" in specs
+    with pytest.raises(ConfigError, match="low must not be above high") as e:
+        load_experiment(
+            ROOT / "experiments" / "quickstart.yaml",
+            overrides=[("search_space.n_hidden.high", 0)],
+        )
+    assert "(with --set search_space.*)" in str(e.value)

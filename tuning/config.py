@@ -225,6 +225,11 @@ class TrackingConfig(_Model):
     log_models: Literal["best", "none"] = Field(
         default="best", description="best: log this job's best model on the parent run; none"
     )
+    register_as: str | None = Field(
+        default=None,
+        description="registered model name: each job's best model becomes a version, and the "
+        "alias champion moves to it when it beats the champion on the same metric and data",
+    )
 
 
 class Experiment(_Model):
@@ -278,6 +283,17 @@ class Experiment(_Model):
     def mlflow_experiment(self) -> str:
         """The MLflow experiment name (defaults to the experiment name)."""
         return self.tracking.experiment or self.name
+
+    def data_key(self) -> str:
+        """A fingerprint of the data a score was measured on (dataset, split, file contents)."""
+        import hashlib
+        import json
+
+        ds = self.dataset.model_dump(mode="json")
+        if self.dataset.path and Path(self.dataset.path).is_file():
+            digest = hashlib.sha256(Path(self.dataset.path).read_bytes()).hexdigest()
+            ds["path"] = f"sha256:{digest[:16]}"
+        return hashlib.sha256(json.dumps(ds, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved(self) -> dict[str, Any]:
         """Plain data that reproduces this job: every default filled, the space inline."""
@@ -378,7 +394,7 @@ def _apply_override(raw: dict[str, Any], key: str, value: Any) -> None:
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
-        if child is None or isinstance(child, str) and i == 0 and part == "search_space":
+        if child is None:
             child = {}
             node[part] = child
         elif isinstance(child, str) and part in ("sampler", "pruner"):
@@ -524,6 +540,18 @@ def check_objective(exp: Experiment) -> None:
 
 
 @register_check
+def check_registry(exp: Experiment) -> None:
+    """Registering needs a logged model."""
+    if exp.tracking.register_as and exp.tracking.log_models == "none":
+        raise ConfigError(
+            "register_as needs a logged model, but log_models is none",
+            source=exp.source,
+            key="tracking.register_as",
+            fix="set log_models: best, or remove register_as",
+        )
+
+
+@register_check
 def check_storage(exp: Experiment) -> None:
     """The study storage is an URL Optuna can open."""
     url = exp.study.storage
@@ -576,8 +604,11 @@ def load_experiment(
             fix="start from experiments/quickstart.yaml",
         )
     raw = copy.deepcopy(raw)
+    # search_space.* overrides apply to the space itself (file or inline), once it is read.
+    space_overrides = [(k, v) for k, v in overrides if k.startswith("search_space.")]
     for key, value in overrides:
-        _apply_override(raw, key, value)
+        if not key.startswith("search_space."):
+            _apply_override(raw, key, value)
     try:
         exp = Experiment.model_validate(raw)
     except ValidationError as e:
@@ -597,9 +628,18 @@ def load_experiment(
                 fix="give a path relative to the experiment file, e.g. "
                 "../search_spaces/stretch_pants.yaml",
             )
-        exp._space = load_search_space(space_path)
+        space_source = str(space_path)
+        space_raw = read_yaml(space_path, what="search space file")
     else:
-        exp._space = load_search_space(data=exp.search_space, source=f"{source}: search_space")
+        space_source = f"{source}: search_space"
+        space_raw = copy.deepcopy(exp.search_space)
+    if space_overrides:
+        if not isinstance(space_raw, dict):
+            space_raw = {}
+        for key, value in space_overrides:
+            _apply_override(space_raw, key.removeprefix("search_space."), value)
+        space_source += " (with --set search_space.*)"
+    exp._space = load_search_space(data=space_raw, source=space_source)
     for check in CHECKS:
         check(exp)
     return exp

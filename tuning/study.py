@@ -127,6 +127,7 @@ class JobResult:
     model_uri: str | None
     seconds: float
     status: str
+    champion: Any = None
 
 
 def _finite(v: Any) -> bool:
@@ -301,6 +302,7 @@ class _TrialRunner:
         self.best_model_path = Path(self.tmp.name) / "best.keras"
         self.histories: dict[int, dict[str, list[float]]] = {}
         self.trials_run = 0
+        self.champion: Any = None
         self.fixed = {
             "max_epochs": exp.training.max_epochs,
             "patience": exp.training.early_stopping.patience,
@@ -458,6 +460,16 @@ class _TrialRunner:
                 )
             if self.best_trial is not None and self.best_model_path.exists():
                 model_uri = self._log_best_model(metrics)
+                if exp.tracking.register_as and self.best_value is not None:
+                    self.champion = parent.register_champion(
+                        name=exp.tracking.register_as,
+                        model_uri=model_uri,
+                        value=self.best_value,
+                        metric=exp.objective.metric,
+                        direction=exp.objective.direction,
+                        data_key=exp.data_key(),
+                        trial=self.best_trial,
+                    )
             with tempfile.TemporaryDirectory() as tmp:
                 for path in report.write_job_reports(
                     study,
@@ -483,6 +495,7 @@ class _TrialRunner:
             model_uri=model_uri,
             seconds=time.perf_counter() - t0,
             status=status,
+            champion=self.champion,
         )
         added = {k: counts[k] - counts_before.get(k, 0) for k in counts}
         self.say(
@@ -497,6 +510,8 @@ class _TrialRunner:
             )
         if model_uri:
             self.say(f"this job's best model (trial {self.best_trial}): {model_uri}")
+        if self.champion is not None:
+            self.say(self.champion.describe())
         from tuning.tracking import ui_link
 
         self.say(f"MLflow: {ui_link(self.tracker.uri, self.tracker.experiment_id)}")

@@ -11,6 +11,7 @@ This is the only module that imports mlflow.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from tuning.errors import ConfigError  # noqa: E402
 
 __all__ = [
+    "Champion",
     "ParentRun",
     "Tracker",
     "TrialRun",
@@ -156,6 +158,25 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+CHAMPION = "champion"
+
+
+@dataclasses.dataclass
+class Champion:
+    """The outcome of registering a job's best model."""
+
+    name: str
+    version: str
+    promoted: bool
+    reason: str
+
+    def describe(self) -> str:
+        """One line for the job's output."""
+        if self.promoted:
+            return f"registered {self.name} v{self.version}, now @champion ({self.reason})"
+        return f"registered {self.name} v{self.version} as a challenger ({self.reason})"
+
+
 class TrialRun:
     """The child run of one trial; metrics go straight to the store as they come."""
 
@@ -275,6 +296,64 @@ class ParentRun:
                 pip_requirements=pip_requirements,
             )
         return str(info.model_uri)
+
+    def register_champion(
+        self,
+        *,
+        name: str,
+        model_uri: str,
+        value: float,
+        metric: str,
+        direction: str,
+        data_key: str,
+        trial: int,
+    ) -> Champion:
+        """Register the model as a new version; move ``@champion`` to it only if it is better.
+
+        Better means a better validation ``metric`` value than the current champion's, on the
+        same metric and the same data (``data_key``). A version that is not better stays,
+        tagged ``role=challenger``; the first version of a model becomes the champion.
+
+        Returns:
+            What happened, for the job's output and the parent run's tags.
+        """
+        client = self.client
+        tags = {
+            "study": self.tracker.study,
+            "trial": str(trial),
+            "metric": metric,
+            "direction": direction,
+            "value": repr(float(value)),
+            "data": data_key,
+            "parent_run_id": self.run_id,
+        }
+        version = mlflow.register_model(model_uri, name, tags=tags).version
+        try:
+            current = client.get_model_version_by_alias(name, CHAMPION)
+        except mlflow.exceptions.MlflowException:
+            current = None
+        reason = "first version of this model"
+        promote = current is None
+        if current is not None:
+            ct = current.tags
+            if ct.get("metric") != metric or ct.get("data") != data_key:
+                reason = (
+                    f"champion v{current.version} was scored on {ct.get('metric')!r} / other "
+                    "data; not comparable"
+                )
+            else:
+                best = float(ct["value"])
+                better = value < best if direction == "minimize" else value > best
+                promote = better
+                reason = f"{metric} {value:.4f} vs champion v{current.version} {best:.4f}"
+        role = CHAMPION if promote else "challenger"
+        client.set_model_version_tag(name, str(version), "role", role)
+        if promote:
+            if current is not None:
+                client.set_model_version_tag(name, current.version, "role", "former champion")
+            client.set_registered_model_alias(name, CHAMPION, str(version))
+        self.set_tags({"registered_model": name, "registered_version": version, "role": role})
+        return Champion(name=name, version=str(version), promoted=promote, reason=reason)
 
     def end(self, status: str) -> None:
         """End the parent run with FINISHED, FAILED or KILLED."""

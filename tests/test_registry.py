@@ -1,0 +1,59 @@
+"""The registry: each job's best model becomes a version; @champion moves only to a better one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tuning.cli import app
+
+
+def _run(exp: Path, *args: str) -> str:
+    result = CliRunner().invoke(app, ["run", str(exp), *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_champion_moves_only_to_a_better_model(make_experiment, workdir: Path) -> None:
+    exp = make_experiment(
+        "champ",
+        study__n_trials=1,
+        training__max_epochs=1,
+        tracking={"uri": "sqlite:///mlflow.db", "register_as": "digits-mlp"},
+        space={"n_hidden": 1, "n_neurons": 16, "learning_rate": 0.001},
+    )
+    out = _run(exp)
+    assert "registered digits-mlp v1, now @champion (first version of this model)" in out
+    out = _run(exp, "--set", "training.max_epochs=30", "--set", "search_space.learning_rate=0.01")
+    assert "registered digits-mlp v2, now @champion (val_accuracy" in out
+    out = _run(exp)  # a weak model again: it stays a challenger
+    assert "registered digits-mlp v3 as a challenger (val_accuracy" in out
+    out = _run(exp, "--set", "dataset.seed=7", "--set", "training.max_epochs=30")
+    assert "v4 as a challenger" in out and "not comparable" in out
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("digits-mlp", "champion")
+    assert str(champion.version) == "2"
+    roles = {
+        str(v.version): v.tags["role"] for v in client.search_model_versions("name='digits-mlp'")
+    }
+    assert roles == {"1": "former champion", "2": "champion", "3": "challenger", "4": "challenger"}
+    assert champion.tags["metric"] == "val_accuracy" and champion.tags["study"] == "champ"
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/digits-mlp@champion")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits(as_frame=True)
+    assert model.predict(digits.data.iloc[:10]).shape == (10,)
+
+
+def test_register_as_without_a_logged_model_is_refused(make_experiment, workdir: Path) -> None:
+    exp = make_experiment(
+        "noreg", tracking={"uri": "sqlite:///mlflow.db", "register_as": "x", "log_models": "none"}
+    )
+    result = CliRunner().invoke(app, ["run", str(exp)])
+    assert result.exit_code == 2
+    assert "tracking.register_as: register_as needs a logged model" in result.stderr

@@ -8,7 +8,10 @@ its traceback. No tuning logic lives here.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,6 +83,10 @@ def run(
             "--set", metavar="KEY=VALUE", help="override any key, e.g. training.max_epochs=5"
         ),
     ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print nothing but errors")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print only a JSON summary of the job, for scripts")
+    ] = False,
     overrides_text: Annotated[
         str | None,
         typer.Option(
@@ -116,8 +123,13 @@ def run(
     from tuning.study import run_job
 
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    silent = quiet or as_json
     try:
-        result = run_job(exp, say=typer.echo)
+        result = run_job(
+            exp,
+            say=(lambda line: None) if silent else typer.echo,
+            progress=not silent and sys.stderr.isatty(),
+        )
     except ConfigError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:
@@ -125,9 +137,18 @@ def run(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        typer.echo(json.dumps(_job_json(result), indent=2, default=str))
     if result.best_value is None:
-        typer.echo("no trial completed: see the reasons above", err=True)
+        typer.echo("no trial completed: see the reasons in the trials' MLflow runs", err=True)
         raise typer.Exit(1)
+
+
+def _job_json(result: Any) -> dict[str, Any]:
+    data = dataclasses.asdict(result)
+    champion = result.champion
+    data["champion"] = dataclasses.asdict(champion) if champion is not None else None
+    return data
 
 
 @app.command()
@@ -176,6 +197,126 @@ def validate(
     except ConfigError as e:
         raise _fail(e) from None
     typer.echo(yaml.safe_dump(exp.resolved(), sort_keys=False).rstrip())
+
+
+def _open_study(study_name: str, storage: str) -> Any:
+    """Load a study read-only for show/best; a missing one is a user error naming the others."""
+    import optuna
+
+    from tuning.config import redact
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except Exception as e:
+        raise ConfigError(
+            f"cannot open the storage {redact(storage)} ({type(e).__name__})",
+            source="--storage",
+            fix="give the storage URL the study was run with, e.g. sqlite:///optuna.db",
+        ) from e
+    if study_name not in names:
+        raise ConfigError(
+            f"no study {study_name!r} in {redact(storage)}",
+            source="STUDY",
+            fix=f"use one of {', '.join(names) or '(none yet: run `tuning run` first)'}",
+        )
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+StorageOption = Annotated[str, typer.Option("--storage", help="Optuna storage URL of the study")]
+
+
+@app.command()
+def show(
+    study_name: Annotated[str, typer.Argument(metavar="STUDY", help="study name")],
+    storage: StorageOption = "sqlite:///optuna.db",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    top: Annotated[int, typer.Option("--top", help="how many best trials to list")] = 10,
+) -> None:
+    """Print a study's state from its storage: trials by state, best trial, top trials."""
+    from tuning.report import results_table
+
+    try:
+        study = _open_study(study_name, storage)
+    except ConfigError as e:
+        raise _fail(e) from None
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    last = max(
+        (t.datetime_complete or t.datetime_start for t in trials if t.datetime_start), default=None
+    )
+    best = _best(study)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "study": study_name,
+                    "direction": study.direction.name.lower(),
+                    "trials": len(trials),
+                    "states": counts,
+                    "last_trial_at": last.isoformat() if last else None,
+                    "best": best,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    states = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no trials"
+    typer.echo(
+        f"study {study_name!r} ({study.direction.name.lower()}): {len(trials)} trials: {states}"
+    )
+    if last:
+        typer.echo(f"last trial: {last:%Y-%m-%d %H:%M:%S}")
+    for line in results_table(study, top=top):
+        typer.echo(line)
+
+
+@app.command()
+def best(
+    study_name: Annotated[str, typer.Argument(metavar="STUDY", help="study name")],
+    storage: StorageOption = "sqlite:///optuna.db",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Print a study's best trial: value, hyperparameters, size, and its MLflow run."""
+    try:
+        study = _open_study(study_name, storage)
+    except ConfigError as e:
+        raise _fail(e) from None
+    found = _best(study)
+    if found is None:
+        typer.echo(f"study {study_name!r} has no complete trial yet", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2, default=str))
+        return
+    typer.echo(f"trial {found['number']}: value {found['value']:.6g}")
+    for key, value in found["params"].items():
+        typer.echo(f"  {key:<20} {value}")
+    for key in ("epochs_trained", "n_params", "train_seconds", "mlflow_run_id"):
+        if found.get(key) is not None:
+            typer.echo(f"  {key:<20} {found[key]}")
+
+
+def _best(study: Any) -> dict[str, Any] | None:
+    try:
+        trial = study.best_trial
+    except ValueError:
+        return None
+    fixed = {
+        k.removeprefix("fixed."): v for k, v in trial.user_attrs.items() if k.startswith("fixed.")
+    }
+    return {
+        "number": trial.number,
+        "value": trial.value,
+        "params": {**trial.params, **fixed},
+        **{
+            k: trial.user_attrs.get(k)
+            for k in ("epochs_trained", "n_params", "train_seconds", "mlflow_run_id")
+        },
+    }
 
 
 def main() -> None:

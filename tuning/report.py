@@ -1,7 +1,9 @@
-"""Plots and tables for people: the trials table, the optimization history, learning curves.
+"""Plots, tables and words for people: what the parent run shows and what the terminal prints.
 
-Owns files written for the parent run (``trials.csv``, ``optimization_history.png``,
-``learning_curves.png``). It reads a study and per-epoch histories and writes files; it does not
+Owns the files written for the parent run (``trials.csv``; ``optimization_history``,
+``param_importances``, ``parallel_coordinate`` and ``slice`` plots as interactive HTML and as PNG
+for MLflow's preview; ``learning_curves.png``; ``summary.md``) and the results table printed at
+the end of a job. It reads a study and per-epoch histories and writes files or text; it does not
 talk to MLflow (``tracking.py`` uploads what this returns) and does not train anything.
 """
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import optuna
 
-__all__ = ["trials_table", "write_job_reports"]
+__all__ = ["results_table", "summary_markdown", "trials_table", "write_job_reports"]
 
 
 def trials_table(study: optuna.Study) -> list[dict[str, object]]:
@@ -80,6 +82,7 @@ def write_job_reports(
         fig.savefig(path, dpi=100)
         plt.close(fig)
         paths.append(path)
+        paths += _optuna_plots(study, out_dir)
 
     if histories:
         ranked = sorted(
@@ -106,6 +109,127 @@ def write_job_reports(
             plt.close(fig)
             paths.append(path)
     return paths
+
+
+def _optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
+    """Optuna's own plots: interactive HTML (plotly) and a PNG twin (matplotlib) of each."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    complete = [
+        t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
+    ]
+    if len(complete) < 2 or not any(t.params for t in complete):
+        return []
+    paths: list[Path] = []
+    kinds = {
+        "optimization_history": ("plot_optimization_history", False),
+        "param_importances": ("plot_param_importances", True),
+        "parallel_coordinate": ("plot_parallel_coordinate", False),
+        "slice": ("plot_slice", False),
+    }
+    for name, (fn, needs_variety) in kinds.items():
+        if needs_variety and len(complete) < 3:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                if name != "optimization_history":  # the PNG of this one is ours (above)
+                    getattr(optuna.visualization.matplotlib, fn)(study)
+                    fig = plt.gcf()
+                    fig.set_size_inches(9, 5)
+                    fig.tight_layout()
+                    png = out_dir / f"{name}.png"
+                    fig.savefig(png, dpi=100)
+                    paths.append(png)
+                plt.close("all")
+                html = out_dir / f"{name}.html"
+                getattr(optuna.visualization, fn)(study).write_html(html, include_plotlyjs="cdn")
+                paths.append(html)
+            except (ValueError, RuntimeError, ZeroDivisionError, ImportError):
+                plt.close("all")  # too few distinct trials for this plot: skip it
+    return paths
+
+
+def results_table(study: optuna.Study, *, top: int = 5) -> list[str]:
+    """The best complete trials as text lines, like KerasTuner's ``results_summary``."""
+    complete = _ranked(study)
+    if not complete:
+        return []
+    header = f"{'trial':>5}  {'value':>8}  {'epochs':>6}  {'seconds':>7}  {'params':>8}"
+    lines = [f"{header}  hyperparameters"]
+    for t in complete[:top]:
+        attrs = t.user_attrs
+        params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
+        lines.append(
+            f"{t.number:>5}  {t.value:>8.4f}  {attrs.get('epochs_trained', ''):>6}  "
+            f"{attrs.get('train_seconds', 0.0):>7.1f}  {attrs.get('n_params', ''):>8}  {params}"
+        )
+    return lines
+
+
+def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Complete trials, best first."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    sign = -1.0 if _maximize(study) else 1.0
+    return sorted(done, key=lambda t: sign * float(t.value))  # type: ignore[arg-type]
+
+
+def _short(v: object) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def summary_markdown(
+    study: optuna.Study,
+    *,
+    metric: str,
+    job_trials: int,
+    test_scores: Mapping[str, float],
+    seconds: float,
+) -> str:
+    """A short account in words: what was tried, what won, by how much, and how big it is."""
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    lines = [f"# Study `{study.study_name}`", ""]
+    lines.append(
+        f"This job ran {job_trials} trial(s) in {seconds:.0f} s. The study now holds "
+        f"{len(trials)} trials: {counts.get('complete', 0)} complete, "
+        f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed."
+    )
+    complete = [t for t in trials if t.value is not None]
+    if not complete:
+        lines += ["", "No trial has completed yet, so there is no best model."]
+        return "\n".join(lines) + "\n"
+    ranked = _ranked(study)
+    best = ranked[0]
+    params = ", ".join(f"`{k}` = {_short(v)}" for k, v in best.params.items())
+    lines += [
+        "",
+        f"**Winner: trial {best.number}**, {metric} = {best.value:.4f}, with {params}.",
+    ]
+    if len(ranked) > 1:
+        runner_up = ranked[1]
+        median = sorted(t.value for t in ranked)[len(ranked) // 2]  # type: ignore[type-var]
+        gap = abs(best.value - runner_up.value)  # type: ignore[operator]
+        lines.append(
+            f"It beats the runner-up (trial {runner_up.number}, {runner_up.value:.4f}) by "
+            f"{gap:.4f} and the median complete trial ({median:.4f}) by "
+            f"{abs(best.value - median):.4f}."  # type: ignore[operator]
+        )
+    n_params = best.user_attrs.get("n_params")
+    epochs = best.user_attrs.get("epochs_trained")
+    if n_params:
+        lines.append(
+            f"Its network has {int(n_params):,} parameters and trained for {epochs} epochs "
+            "(early stopping restored the best epoch's weights)."
+        )
+    if test_scores:
+        scores = ", ".join(f"{k} = {v:.4f}" for k, v in test_scores.items())
+        lines.append(f"This job's best model on the held-out test split: {scores}.")
+    return "\n".join(lines) + "\n"
 
 
 def _maximize(study: optuna.Study) -> bool:

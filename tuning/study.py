@@ -164,7 +164,9 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
-def run_job(exp: Experiment, *, say: Say = print) -> JobResult:
+def run_job(
+    exp: Experiment, *, say: Say = print, progress: bool = False, report_table: bool = True
+) -> JobResult:
     """Run one job of ``exp``: its trials, their runs, and the parent's summary.
 
     Validation happens first (data available, tracking store reachable); only then are the
@@ -173,6 +175,8 @@ def run_job(exp: Experiment, *, say: Say = print) -> JobResult:
     Args:
         exp: A validated experiment (``config.load_experiment``).
         say: Where progress lines go.
+        progress: Show Optuna's progress bar (trials done / budget, best so far, elapsed).
+        report_table: End with a table of the study's best trials.
 
     Returns:
         A summary of the job.
@@ -257,7 +261,9 @@ def run_job(exp: Experiment, *, say: Say = print) -> JobResult:
                 f"{tracker.experiment_name!r}; pass --experiment-name {exp.mlflow_experiment} "
                 "to keep it with the study's other runs"
             )
-        runner = _TrialRunner(exp, data=data, tracker=tracker, parent=parent, say=say)
+        runner = _TrialRunner(
+            exp, data=data, tracker=tracker, parent=parent, say=say, report_table=report_table
+        )
         try:
             study.optimize(
                 runner.objective,
@@ -266,6 +272,7 @@ def run_job(exp: Experiment, *, say: Say = print) -> JobResult:
                 catch=(TrialFailed,),
                 callbacks=[runner.after_trial],
                 gc_after_trial=False,  # the runner frees the Keras session before each build
+                show_progress_bar=progress,
             )
             status = "FINISHED"
         except KeyboardInterrupt:
@@ -290,7 +297,9 @@ class _TrialRunner:
         tracker: Any,
         parent: Any,
         say: Say,
+        report_table: bool = True,
     ) -> None:
+        self.report_table = report_table
         self.exp = exp
         self.data = data
         self.tracker = tracker
@@ -478,6 +487,18 @@ class _TrialRunner:
                     out_dir=Path(tmp),
                 ):
                     parent.log_artifact(path)
+            parent.log_text(
+                report.summary_markdown(
+                    study,
+                    metric=exp.objective.metric,
+                    job_trials=self.trials_run,
+                    test_scores={
+                        k: float(v) for k, v in metrics.items() if k.startswith("test_") and v
+                    },
+                    seconds=time.perf_counter() - t0,
+                ),
+                "summary.md",
+            )
         finally:
             metrics["job_seconds"] = time.perf_counter() - t0
             parent.log_metrics(metrics)
@@ -503,6 +524,9 @@ class _TrialRunner:
             f"({added['complete']} complete, {added['pruned']} pruned, {added['fail']} failed) "
             f"in {result.seconds:.1f}s; study has {sum(counts.values())} trials"
         )
+        if self.report_table:
+            for line in report.results_table(study, top=5):
+                self.say(line)
         if best_trial is not None:
             self.say(
                 f"best: trial {best_trial.number} {exp.objective.metric}={best_trial.value:.4f} "

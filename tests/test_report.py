@@ -1,0 +1,65 @@
+"""What a person reads: parent-run plots and summary, the results table, show / best / --json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tuning.cli import app
+
+runner = CliRunner()
+
+
+def test_parent_run_reports_and_terminal_views(make_experiment, workdir: Path) -> None:
+    exp = make_experiment("report", study__n_trials=4, study__sampler={"type": "random"})
+    result = runner.invoke(app, ["run", str(exp), "--json"])
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.stdout)  # --json prints only the JSON summary
+    assert job["study_name"] == "report" and job["trials_run"] == 4
+    assert job["counts"]["complete"] == 4 and job["status"] == "FINISHED"
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    parent = client.get_run(job["parent_run_id"])
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    for name in ("optimization_history", "param_importances", "parallel_coordinate", "slice"):
+        assert f"{name}.html" in artifacts, name
+    for name in ("optimization_history", "param_importances", "parallel_coordinate", "slice"):
+        assert f"{name}.png" in artifacts, name
+    assert {"learning_curves.png", "trials.csv", "summary.md", "config.yaml"} <= artifacts
+    summary = client.download_artifacts(parent.info.run_id, "summary.md", str(workdir))
+    text = Path(summary).read_text()
+    assert f"**Winner: trial {job['best_trial']}**" in text
+    assert "parameters and trained for" in text and "test_accuracy" in text
+    assert parent.data.metrics["job_seconds"] > 0
+    assert parent.data.metrics["n_complete"] == 4
+
+    shown = runner.invoke(app, ["show", "report"])
+    assert shown.exit_code == 0, shown.output
+    assert "'report' (maximize): 4 trials: 4 complete" in shown.stdout
+    table = [line for line in shown.stdout.splitlines() if line.strip()[:1].isdigit()]
+    values = [float(line.split()[1]) for line in table]
+    assert len(values) == 4 and values == sorted(values, reverse=True)  # best first
+
+    best = runner.invoke(app, ["best", "report", "--json"])
+    found = json.loads(best.stdout)
+    assert found["number"] == job["best_trial"] and found["value"] == job["best_value"]
+    assert found["params"]["batch_size"] == 128  # fixed values are part of the answer
+    assert found["mlflow_run_id"] and found["n_params"] > 0
+
+    quiet = runner.invoke(app, ["run", str(exp), "--quiet", "--n-trials", "1"])
+    assert quiet.exit_code == 0 and quiet.stdout == ""
+
+
+def test_show_unknown_study_lists_the_known_ones(make_experiment, workdir: Path) -> None:
+    exp = make_experiment("known", study__n_trials=1)
+    assert runner.invoke(app, ["run", str(exp), "-q"]).exit_code == 0
+    result = runner.invoke(app, ["show", "nope"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: STUDY: no study 'nope' in sqlite:///optuna.db. Fix: use one of known"
+    )
+    missing = runner.invoke(app, ["best", "x", "--storage", "sqlite:///no/such/dir/x.db"])
+    assert missing.exit_code == 2 and "cannot open the storage" in missing.stderr

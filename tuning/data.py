@@ -310,11 +310,12 @@ def task_of(name: str) -> Task:
 # -- splitting --------------------------------------------------------------------------------
 
 
-def _count(size: float | int, n: int, what: str) -> int:
+def _count(size: float | int, n: int, what: str, source: str | None = None) -> int:
     k = int(round(size * n)) if isinstance(size, float) else int(size)
     if not 1 <= k < n:
         raise ConfigError(
             f"a {what} split of {size!r} leaves {n - k} of {n} rows for training",
+            source=source,
             key=f"dataset.{'validation' if what == 'validation' else 'test'}",
             fix="use a smaller split, or more rows",
         )
@@ -322,20 +323,29 @@ def _count(size: float | int, n: int, what: str) -> int:
 
 
 def _split_index(
-    n: int, size: float | int, *, strata: np.ndarray | None, seed: int, what: str
+    n: int,
+    size: float | int,
+    *,
+    strata: np.ndarray | None,
+    seed: int,
+    what: str,
+    source: str | None = None,
+    labels: list[Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row positions of the part kept and of the part held out (stratified when possible)."""
     from sklearn.model_selection import train_test_split
 
-    k = _count(size, n, what)
+    k = _count(size, n, what, source)
     if strata is not None:
         values, counts = np.unique(strata, return_counts=True)
         if len(values) > k or len(values) > n - k or counts.min() < 2:
             rare = values[counts.argmin()]
+            rare = labels[int(rare)] if labels is not None else rare.item()
             raise ConfigError(
                 f"a stratified {what} split of {k} of {n} rows needs at least 2 rows of every "
                 f"class and no more classes than rows on each side (class {rare!r} has "
                 f"{counts.min()} row(s), {len(values)} classes)",
+                source=source,
                 key="dataset.target",
                 fix="add rows, merge or remove rare classes, or change the split sizes",
             )
@@ -359,6 +369,7 @@ class _Table:
     task: str = "auto"
     categorical: tuple[str, ...] = ()
     impute: str = "error"
+    is_file: bool = False
 
 
 def _read_table(path: Path) -> Any:
@@ -434,6 +445,7 @@ def _file_table(
         task=task,
         categorical=categorical,
         impute=impute,
+        is_file=True,
     )
 
 
@@ -450,7 +462,9 @@ def _decide_task(table: _Table) -> str:
     numeric = all(pd.api.types.is_numeric_dtype(target[c]) for c in target.columns)
     numeric = numeric and not any(pd.api.types.is_bool_dtype(target[c]) for c in target.columns)
     if target.shape[1] > 1:
-        binary01 = numeric and all(set(np.unique(target[c])) <= {0, 1} for c in target.columns)
+        binary01 = numeric and all(
+            set(np.unique(target[c].dropna())) <= {0, 1} for c in target.columns
+        )
         task = declared if declared != "auto" else ("multilabel" if binary01 else "regression")
         if task == "multilabel" and not binary01:
             raise ConfigError(
@@ -479,7 +493,7 @@ def _decide_task(table: _Table) -> str:
     if declared == "auto":
         if not numeric:
             task = "binary" if n_classes == 2 else "multiclass"
-        elif _is_integral(y.to_numpy(dtype=float)) and n_classes <= 20:
+        elif _is_integral(y.dropna().to_numpy(dtype=float)) and n_classes <= 20:
             task = "binary" if n_classes == 2 else "multiclass"
         else:
             task = "regression"
@@ -622,11 +636,15 @@ def _tabular(
         strata = None
 
     n = len(frame)
-    rest, test_idx = _split_index(n, test or 0.2, strata=strata, seed=seed, what="test")
+    # Registered datasets' split sizes are the experiment file's; a file's rows are its own.
+    src = table.source if table.is_file else None
+    rest, test_idx = _split_index(
+        n, test or 0.2, strata=strata, seed=seed, what="test", source=src, labels=labels
+    )
     rest_strata = strata[rest] if strata is not None else None
     train_pos, valid_pos = _split_index(
         len(rest), validation or default_validation, strata=rest_strata, seed=seed + 1,
-        what="validation",
+        what="validation", source=src, labels=labels,
     )  # fmt: skip
     train_idx, valid_idx = rest[train_pos], rest[valid_pos]
 
@@ -635,10 +653,12 @@ def _tabular(
     for col in numeric:
         stat = train[col].median() if table.impute == "median" else train[col].mean()
         fill[col] = float(stat) if pd.notna(stat) else 0.0
+    from tuning.encoding import category_key, encode_frame
+
     vocabulary = {
-        col: sorted({str(v) for v in train[col].dropna().unique()}) for col in categorical
+        col: sorted({str(category_key(v)) for v in train[col].dropna().unique()})
+        for col in categorical
     }
-    from tuning.encoding import encode_frame
 
     meta = {"columns": list(frame.columns), "vocabulary": vocabulary, "fill": fill}
     x_all = encode_frame(meta, frame)

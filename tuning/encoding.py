@@ -103,7 +103,7 @@ def encode_frame(meta: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
         values = frame[col]
         if col in vocab:
             lookup = {v: i + 1 for i, v in enumerate(vocab[col])}
-            out[:, j] = [lookup.get(_key(v), 0) for v in values]
+            out[:, j] = [lookup.get(category_key(v), 0) for v in values]
         else:
             numbers = pd.to_numeric(values, errors="coerce")
             bad = numbers.isna() & values.notna()
@@ -115,10 +115,20 @@ def encode_frame(meta: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _key(value: Any) -> Any:
-    """A category as the vocabulary stores it (text; missing values have no code)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+def category_key(value: Any) -> str | None:
+    """A category as the vocabulary stores it: text, whole numbers without ``.0``; None if missing.
+
+    ``75001``, ``75001.0`` and ``"75001"`` are one category: pandas reads an integer column with a
+    gap as floats, and a served row may carry either.
+    """
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
     return str(value)
 
 
@@ -162,8 +172,10 @@ def decode(meta: dict[str, Any], raw: np.ndarray, output: str = "labels") -> Any
 
 
 def _tidy(labels: np.ndarray) -> np.ndarray:
-    """Labels as a plain typed array (ints stay ints, text stays text)."""
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
+    """Labels as a plain typed array (ints stay ints, booleans booleans, text text)."""
+    if all(isinstance(v, (bool, np.bool_)) for v in labels):
+        return labels.astype(bool)
+    if all(isinstance(v, (int, np.integer)) for v in labels):
         return labels.astype(np.int64)
     return labels.astype(str)
 

@@ -253,7 +253,7 @@ def run_job(
         say(
             f"study {exp.study_name!r} ({f'resumed with {n_before} trials' if n_before else 'new'}"
             f", {redact(exp.study.storage)}); MLflow experiment {tracker.experiment_name!r} "
-            f"({uri}), parent run {parent.run_id}; data {exp.dataset.name} {data.sizes()}"
+            f"({uri}), parent run {parent.run_id}; data {data.name} {data.sizes()}"
         )
         if tracker.adopted_run_id and tracker.experiment_name != exp.mlflow_experiment:
             say(

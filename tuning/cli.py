@@ -49,6 +49,28 @@ def _optional_number(value: str | None, option: str, kind: type) -> Any:
     return number
 
 
+def _duration(value: str | None) -> float | None:
+    """Seconds from ``3600``, ``90s``, ``45m``, ``2h`` or ``1h30m``; empty text means unset."""
+    import re
+
+    if value is None or value.strip() in ("", "none", "null"):
+        return None
+    text = value.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", text)
+    if not match or not any(match.groups()):
+        raise ConfigError(
+            f"expected a duration (got {value!r})",
+            source="--timeout",
+            fix="write seconds (3600) or hours/minutes/seconds (2h, 90m, 1h30m)",
+        )
+    h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    return h * 3600 + m * 60 + s
+
+
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -64,8 +86,21 @@ def run(
     ] = None,
     timeout: Annotated[
         str | None,
-        typer.Option("--timeout", metavar="SECONDS", help="start no new trial after this"),
+        typer.Option(
+            "--timeout",
+            "--time-budget",
+            metavar="DURATION",
+            help="start no new trial after this: seconds, or 90m, 2h, 1h30m",
+        ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="run N jobs side by side on this machine, one study (each adds n_trials)",
+        ),
+    ] = 1,
     storage: Annotated[
         str | None,
         typer.Option("--storage", help="Optuna storage URL, e.g. sqlite:///optuna.db"),
@@ -105,7 +140,7 @@ def run(
         items = [*(set_ or []), *shlex.split(overrides_text or "")]
         overrides = [parse_set(item) for item in items]
         n = _optional_number(n_trials, "--n-trials", int)
-        t = _optional_number(timeout, "--timeout", float)
+        t = _duration(timeout)
         if n is not None:
             overrides.append(("study.n_trials", n))
         if t is not None:
@@ -119,6 +154,14 @@ def run(
         exp = load_experiment(experiment, overrides=overrides)
     except ConfigError as e:
         raise _fail(e) from None
+
+    if workers > 1:
+        # Each worker gets the same experiment and every override, as --set items.
+        args = [str(experiment)]
+        for key, value in overrides:
+            args += ["--set", f"{key}={json.dumps(value)}"]
+        args += ["--quiet"] if quiet else []
+        raise typer.Exit(_run_workers(exp, workers, args))
 
     from tuning.study import run_job
 
@@ -144,11 +187,34 @@ def run(
         raise typer.Exit(1)
 
 
+def _run_workers(exp: Any, workers: int, args: list[str]) -> int:
+    """Validate once, create the stores once, then start the workers (each a `tuning run`)."""
+    from tuning.study import prepare_stores, validate_job
+    from tuning.workers import run_workers
+
+    try:
+        _, uri = validate_job(exp)
+        prepare_stores(exp, uri)
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        return EXIT_USER_ERROR
+    typer.echo(f"starting {workers} workers on study {exp.study_name!r}")
+    return run_workers(args, n=workers, say=typer.echo)
+
+
 def _job_json(result: Any) -> dict[str, Any]:
     data = dataclasses.asdict(result)
     champion = result.champion
     data["champion"] = dataclasses.asdict(champion) if champion is not None else None
     return data
+
+
+# A worker of a distributed study is the same job pointed at a shared storage.
+app.command(
+    name="worker",
+    help="One worker of a study shared by several machines: `tuning run` with a shared storage "
+    "(e.g. --storage postgresql://USER@HOST/DB); give each machine its own TUNING_WORKER number.",
+)(run)
 
 
 @app.command()
@@ -298,6 +364,95 @@ def best(
     for key in ("epochs_trained", "n_params", "train_seconds", "mlflow_run_id"):
         if found.get(key) is not None:
             typer.echo(f"  {key:<20} {found[key]}")
+
+
+@app.command()
+def status(
+    storage: StorageOption = "sqlite:///optuna.db",
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option("--tracking-uri", help="MLflow store, for champion versions"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List the studies in a storage: trials by state, best value, last trial, champion."""
+    import optuna
+
+    from tuning.config import redact
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
+    except Exception as e:
+        raise _fail(
+            ConfigError(
+                f"cannot open the storage {redact(storage)} ({type(e).__name__})",
+                source="--storage",
+                fix="give the storage URL the studies were run with, e.g. sqlite:///optuna.db",
+            )
+        ) from None
+    champions = _champions(tracking_uri)
+    rows: list[dict[str, Any]] = []
+    for summary in summaries:
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        counts: dict[str, int] = {}
+        last = None
+        for t in study.get_trials(deepcopy=False):
+            counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+            when = t.datetime_complete or t.datetime_start
+            last = max(last, when) if last and when else (when or last)
+        top = summary.best_trial
+        rows.append(
+            {
+                "study": summary.study_name,
+                "trials": summary.n_trials,
+                "states": counts,
+                "best_value": top.value if top else None,
+                "best_trial": top.number if top else None,
+                "last_trial_at": last.isoformat(timespec="seconds") if last else None,
+                "champion": champions.get(summary.study_name),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo(f"no study in {redact(storage)} yet")
+    for r in rows:
+        states = ", ".join(f"{n} {k}" for k, n in sorted(r["states"].items()))
+        best = (
+            f"best {r['best_value']:.4f} (#{r['best_trial']})"
+            if r["best_trial"] is not None
+            else "no best yet"
+        )
+        champ = f", champion {r['champion']}" if r["champion"] else ""
+        last_at = r["last_trial_at"]
+        typer.echo(f"{r['study']}: {r['trials']} trials ({states}); {best}; last {last_at}{champ}")
+
+
+def _champions(tracking_uri: str | None) -> dict[str, str]:
+    """Study name -> 'MODEL vN' of registered models whose @champion came from that study."""
+    from pathlib import Path
+
+    from tuning.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return {}  # no store yet: do not create one by looking
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        out = {}
+        for model in client.search_registered_models():
+            if "champion" in (model.aliases or {}):
+                version = client.get_model_version_by_alias(model.name, "champion")
+                study = version.tags.get("study")
+                if study:
+                    out[study] = f"{model.name} v{version.version}"
+        return out
+    except Exception:  # the registry is optional here: the studies are what was asked for
+        return {}
 
 
 def _best(study: Any) -> dict[str, Any] | None:

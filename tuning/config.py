@@ -171,6 +171,13 @@ class StudyConfig(_Model):
         "the study is next opened (null: off)",
     )
 
+    max_retries: int = Field(
+        default=0,
+        ge=0,
+        description="times a trial whose worker died (no heartbeat) is run again with the same "
+        "parameters (0: never)",
+    )
+
     @field_validator("sampler", "pruner", mode="before")
     @classmethod
     def _type_shorthand(cls, v: Any) -> Any:
@@ -537,6 +544,18 @@ def check_objective(exp: Experiment) -> None:
     task = static_task(exp)
     if task is not None:
         check_objective_for(exp, task)
+
+
+@register_check
+def check_retries(exp: Experiment) -> None:
+    """Retrying a dead worker's trial needs heartbeats to notice it died."""
+    if exp.study.max_retries and not exp.study.heartbeat_interval:
+        raise ConfigError(
+            "max_retries needs heartbeats to notice a dead worker, but heartbeat_interval is null",
+            source=exp.source,
+            key="study.max_retries",
+            fix="set study.heartbeat_interval (e.g. 60), or max_retries: 0",
+        )
 
 
 @register_check

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -63,7 +64,8 @@ def open_study(exp: Experiment) -> optuna.Study:
     """Create the study, or load it if it exists (so the same command resumes it).
 
     The sampler's seed is offset by the number of trials already in the study, so a resumed
-    study does not replay the same random start-up trials.
+    study does not replay the same random start-up trials, and by the worker index
+    ($TUNING_WORKER), so workers started together do not sample the same points.
 
     Raises:
         ConfigError: if the storage cannot be opened, or the stored study optimizes in the
@@ -75,10 +77,16 @@ def open_study(exp: Experiment) -> optuna.Study:
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     hb = exp.study.heartbeat_interval
     try:
+        retry = (
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=exp.study.max_retries)
+            if hb and exp.study.max_retries
+            else None
+        )
         storage = optuna.storages.RDBStorage(
             url,
             heartbeat_interval=hb,
             grace_period=2 * hb if hb else None,
+            heartbeat_stale_trial_callback=retry,
             **kwargs,
         )
     except Exception as e:  # driver missing, server down, bad credentials
@@ -107,7 +115,9 @@ def open_study(exp: Experiment) -> optuna.Study:
             fix=f"set direction: {stored}, or give a new study.name",
         )
     base = exp.study.sampler.seed if exp.study.sampler.seed is not None else exp.study.seed
-    study.sampler = make_sampler(exp.study.sampler, seed=base + len(study.trials))
+    # Workers started together see the same trial count: their index keeps their seeds apart.
+    worker = int(os.environ.get("TUNING_WORKER", "0") or 0)
+    study.sampler = make_sampler(exp.study.sampler, seed=base + len(study.trials) + 7919 * worker)
     return study
 
 
@@ -164,6 +174,53 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
+def validate_job(exp: Experiment) -> tuple[Any, str]:
+    """Everything that can be checked before creating anything: data, objective, tracking store.
+
+    Returns:
+        The loaded dataset and the tracking URI to use.
+
+    Raises:
+        ConfigError: naming the file, key and fix of the first problem.
+    """
+    from tuning import devices
+
+    devices.prepare_environment()
+    from tuning import tracking
+    from tuning.data import load_dataset
+
+    ds = exp.dataset
+    try:
+        data = load_dataset(
+            ds.name,
+            validation=ds.validation,
+            test=ds.test,
+            seed=ds.seed,
+            path=ds.path,
+            target=tuple(ds.target) if isinstance(ds.target, list) else ds.target,
+            features=tuple(ds.features) if ds.features is not None else None,
+            drop=tuple(ds.drop),
+            categorical=tuple(ds.categorical),
+            impute=ds.impute,
+            task=ds.task,
+        )
+    except ConfigError as e:
+        raise e.with_source(exp.source) from e
+    check_objective_for(exp, data.task)
+    uri = tracking.resolve_tracking_uri(exp.tracking.uri)
+    tracking.check_tracking_uri(uri, source=exp.source)
+    return data, uri
+
+
+def prepare_stores(exp: Experiment, uri: str) -> None:
+    """Create the study and the MLflow experiment once, before parallel workers open them."""
+    from tuning import tracking
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    open_study(exp)
+    tracking.Tracker(uri=uri, experiment=exp.mlflow_experiment, study=exp.study_name)
+
+
 def run_job(
     exp: Experiment, *, say: Say = print, progress: bool = False, report_table: bool = True
 ) -> JobResult:
@@ -185,34 +242,10 @@ def run_job(
         ConfigError: data unavailable, tracking store or study storage unusable.
         KeyboardInterrupt: after ending the trial in flight as KILLED and the parent run too.
     """
-    from tuning import devices
-
-    devices.prepare_environment()
-    from tuning import tracking
-    from tuning.data import load_dataset
+    from tuning import devices, tracking
 
     t0 = time.perf_counter()
-    # -- validate everything that can be checked before creating anything --------------------
-    ds = exp.dataset
-    try:
-        data = load_dataset(
-            ds.name,
-            validation=ds.validation,
-            test=ds.test,
-            seed=ds.seed,
-            path=ds.path,
-            target=tuple(ds.target) if isinstance(ds.target, list) else ds.target,
-            features=tuple(ds.features) if ds.features is not None else None,
-            drop=tuple(ds.drop),
-            categorical=tuple(ds.categorical),
-            impute=ds.impute,
-            task=ds.task,
-        )
-    except ConfigError as e:
-        raise e.with_source(exp.source) from e
-    check_objective_for(exp, data.task)
-    uri = tracking.resolve_tracking_uri(exp.tracking.uri)
-    tracking.check_tracking_uri(uri, source=exp.source)
+    data, uri = validate_job(exp)
     device = devices.configure()
 
     # -- create or open -------------------------------------------------------------------------
@@ -232,7 +265,6 @@ def run_job(
     status = "FAILED"
     try:
         study = open_study(exp)
-        counts_before = _counts(study)
         if exp.study.heartbeat_interval:
             optuna.storages.fail_stale_trials(study)
         dead = {
@@ -253,7 +285,7 @@ def run_job(
         say(
             f"study {exp.study_name!r} ({f'resumed with {n_before} trials' if n_before else 'new'}"
             f", {redact(exp.study.storage)}); MLflow experiment {tracker.experiment_name!r} "
-            f"({uri}), parent run {parent.run_id}; data {data.name} {data.sizes()}"
+            f"({redact(uri)}), parent run {parent.run_id}; data {data.name} {data.sizes()}"
         )
         if tracker.adopted_run_id and tracker.experiment_name != exp.mlflow_experiment:
             say(
@@ -280,7 +312,7 @@ def run_job(
             say("interrupted: the trial in flight is ended KILLED; recording the best so far")
             raise
         finally:
-            result = runner.finish(study, t0=t0, counts_before=counts_before, status=status)
+            result = runner.finish(study, t0=t0, status=status)
     finally:
         parent.end(status)
     return result
@@ -311,6 +343,7 @@ class _TrialRunner:
         self.best_model_path = Path(self.tmp.name) / "best.keras"
         self.histories: dict[int, dict[str, list[float]]] = {}
         self.trials_run = 0
+        self.numbers: set[int] = set()
         self.champion: Any = None
         self.fixed = {
             "max_epochs": exp.training.max_epochs,
@@ -340,6 +373,7 @@ class _TrialRunner:
                 trial.set_user_attr(f"fixed.{name}", params[name])
         monitor = exp.objective.metric
         self.trials_run += 1
+        self.numbers.add(trial.number)
         with self.tracker.trial_run(self.parent, number=trial.number, params=logged) as run:
             trial.set_user_attr("mlflow_run_id", run.run_id)
             started = time.perf_counter()
@@ -423,7 +457,6 @@ class _TrialRunner:
         study: optuna.Study,
         *,
         t0: float,
-        counts_before: dict[str, int],
         status: str,
     ) -> JobResult:
         """Record the study's best so far on the parent run, with this job's best model."""
@@ -518,7 +551,10 @@ class _TrialRunner:
             status=status,
             champion=self.champion,
         )
-        added = {k: counts[k] - counts_before.get(k, 0) for k in counts}
+        added = {k: 0 for k in counts}
+        for t in study.get_trials(deepcopy=False):  # this job's own trials, not other workers'
+            if t.number in self.numbers and t.state.name.lower() in added:
+                added[t.state.name.lower()] += 1
         self.say(
             f"job {status.lower()}: {self.trials_run} trial(s) run "
             f"({added['complete']} complete, {added['pruned']} pruned, {added['fail']} failed) "

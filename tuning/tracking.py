@@ -32,6 +32,7 @@ import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from tuning.config import redact  # noqa: E402
 from tuning.errors import ConfigError  # noqa: E402
 
 __all__ = [
@@ -91,7 +92,7 @@ def check_tracking_uri(uri: str, *, source: str | None = None, timeout: float = 
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", None) or e
             raise ConfigError(
-                f"the MLflow tracking server {uri} does not answer ({reason})",
+                f"the MLflow tracking server {redact(uri)} does not answer ({reason})",
                 source=source,
                 key="tracking.uri",
                 fix="start it (mlflow server --host 127.0.0.1 --port 5000) or use "
@@ -121,7 +122,7 @@ def ui_link(uri: str, experiment_id: str) -> str:
     """How to see an experiment's runs table in the MLflow UI (not its GenAI overview)."""
     page = f"#/experiments/{experiment_id}?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/{page}"
+        return f"{redact(uri).rstrip('/')}/{page}"
     return f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/{page}"
 
 

@@ -1,0 +1,113 @@
+"""Scheduled and parallel jobs: --workers, --time-budget, SIGTERM, `tuning status`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tuning.cli import _duration, app
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def test_two_workers_share_one_study(make_experiment, workdir: Path) -> None:
+    exp = make_experiment("pair", study__n_trials=2, study__sampler={"type": "random"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuning", "run", str(exp), "--workers", "2"],
+        cwd=workdir, env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[worker 0] " in proc.stdout and "[worker 1] " in proc.stdout
+    study = optuna.load_study(study_name="pair", storage="sqlite:///optuna.db")
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]  # unique numbers
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # Workers started together must not sample the same points.
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("pair").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 2 and len(children) == 4  # one parent per worker
+    assert all(r.data.tags["study"] == "pair" and r.info.status == "FINISHED" for r in runs)
+    for parent in parents:  # each parent records only its own trials as this job's
+        assert parent.data.metrics["job_trials"] == 2
+        assert parent.data.metrics["n_trials"] >= 2
+
+
+def test_sigterm_ends_the_trial_killed_and_the_job_130(make_experiment, workdir: Path) -> None:
+    exp = make_experiment("term", study__n_trials=1, training__max_epochs=1000)
+    exp.write_text(exp.read_text().replace("patience: 2", "patience: 1000"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuning", "run", str(exp)],
+        cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name="term", storage="sqlite:///optuna.db").trials
+        except KeyError:
+            trials = []
+        if trials and len(trials[0].intermediate_values) >= 2:
+            break
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("term").experiment_id])
+    statuses = sorted(r.info.status for r in runs)
+    assert statuses == ["KILLED", "KILLED"], statuses  # the trial in flight and the parent
+    study = optuna.load_study(study_name="term", storage="sqlite:///optuna.db")
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("3600", 3600.0),
+        ("90s", 90.0),
+        ("45m", 2700.0),
+        ("2h", 7200.0),
+        ("1h30m", 5400.0),
+        ("", None),
+    ],
+)
+def test_time_budget_durations(text: str, seconds: float | None) -> None:
+    assert _duration(text) == seconds
+
+
+def test_bad_time_budget_is_a_user_error(make_experiment, workdir: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["run", str(make_experiment("tb")), "--time-budget", "2 days"]
+    )
+    assert result.exit_code == 2
+    assert "--timeout: expected a duration (got '2 days')" in result.stderr
+
+
+def test_status_lists_studies_with_their_champion(make_experiment, workdir: Path) -> None:
+    exp = make_experiment(
+        "stat", study__n_trials=1, tracking={"uri": "sqlite:///mlflow.db", "register_as": "m"}
+    )
+    assert CliRunner().invoke(app, ["run", str(exp), "-q"]).exit_code == 0
+    result = CliRunner().invoke(
+        app, ["status", "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}"]
+    )
+    assert result.exit_code == 0, result.output
+    line = result.stdout.strip()
+    assert line.startswith("stat: 1 trials (1 complete); best ")
+    assert line.endswith("champion m v1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -75,3 +76,91 @@ def test_kill_9_mid_trial_then_rerun(make_experiment, workdir: Path) -> None:
     )
     assert [j.info.status for j in jobs] == ["FINISHED", "KILLED", "FINISHED"]
     assert "died" in jobs[1].data.tags["reason"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_mlflow_server(workdir: Path, port: int) -> subprocess.Popen:
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server",
+         "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
+         "--artifacts-destination", str(workdir / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    _stop(proc)
+    raise AssertionError("mlflow server did not start within 90 s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_tracking_server_goes_away_mid_study(make_experiment, workdir: Path) -> None:
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    exp = make_experiment("away", study__n_trials=200, training__max_epochs=3)
+    server = _start_mlflow_server(workdir, port)
+    try:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "tuning", "run", str(exp), "--tracking-uri", uri],
+            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                trials = optuna.load_study(study_name="away", storage="sqlite:///optuna.db").trials
+            except KeyError:
+                trials = []
+            if sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2:
+                break
+            assert job.poll() is None, job.communicate()
+            time.sleep(0.5)
+    finally:
+        _stop(server)
+    out, err = job.communicate(timeout=180)
+    assert job.returncode == 3, out[-2000:] + err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and f"the MLflow tracking server {uri} stopped answering" in lines[0]
+    study = optuna.load_study(study_name="away", storage="sqlite:///optuna.db")
+    finished = [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(finished) >= 2  # every finished trial is kept
+
+    server = _start_mlflow_server(workdir, port)  # back again: the same command carries on
+    try:
+        again = CliRunner().invoke(
+            app, ["run", str(exp), "--tracking-uri", uri, "--n-trials", "1"]
+        )
+        assert again.exit_code == 0, again.output
+        assert "left RUNNING by a process that died" in again.stdout
+        client = MlflowClient(uri)
+        runs = client.search_runs([client.get_experiment_by_name("away").experiment_id])
+        assert all(r.info.status != "RUNNING" for r in runs)
+        study = optuna.load_study(study_name="away", storage="sqlite:///optuna.db")
+        assert [t.number for t in study.trials if t.number in finished] == finished
+        assert study.trials[-1].state == optuna.trial.TrialState.COMPLETE
+    finally:
+        _stop(server)

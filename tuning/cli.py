@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tuning.errors import ConfigError
+from tuning.errors import ConfigError, TrackingLost
 
 app = typer.Typer(
     add_completion=False,
@@ -27,6 +27,7 @@ app = typer.Typer(
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TRACKING_LOST = 3
 
 
 def _fail(err: ConfigError) -> typer.Exit:
@@ -175,6 +176,9 @@ def run(
         )
     except ConfigError as e:
         raise _fail(e) from None
+    except TrackingLost as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(EXIT_TRACKING_LOST) from None
     except KeyboardInterrupt:
         typer.echo("interrupted: every run was ended (trial in flight KILLED)", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None

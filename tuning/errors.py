@@ -8,7 +8,7 @@ goes on). Internal errors are neither and keep their traceback. This module impo
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "TrialFailed"]
+__all__ = ["ConfigError", "TrackingLost", "TrialFailed"]
 
 
 class ConfigError(ValueError):
@@ -115,3 +115,11 @@ def config_error_from_validation(
         if key in fields:
             fix = f"expected {fields[key]}"
     return ConfigError(msg, source=source, key=key or None, fix=fix)
+
+
+class TrackingLost(RuntimeError):
+    """The MLflow tracking server stopped answering in the middle of a job.
+
+    The job stops (the CLI prints the message on one line and exits 3); Optuna's storage keeps
+    every finished trial, and the next job closes the runs this one could not end.
+    """

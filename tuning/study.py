@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 
 from tuning.config import Experiment, PrunerConfig, SamplerConfig, check_objective_for, redact
-from tuning.errors import ConfigError, TrialFailed
+from tuning.errors import ConfigError, TrackingLost, TrialFailed
 
 __all__ = ["JobResult", "make_pruner", "make_sampler", "open_study", "run_job"]
 
@@ -263,6 +263,7 @@ def run_job(
         },
     )
     status = "FAILED"
+    lost: Exception | None = None  # set when the tracking server stops answering
     try:
         study = open_study(exp)
         if exp.study.heartbeat_interval:
@@ -311,10 +312,21 @@ def run_job(
             status = "KILLED"
             say("interrupted: the trial in flight is ended KILLED; recording the best so far")
             raise
+        except Exception as e:
+            if tracking.is_unreachable(e):
+                lost = e
+                raise TrackingLost(
+                    f"the MLflow tracking server {redact(uri)} stopped answering "
+                    f"({type(e).__name__}); the Optuna study keeps every finished trial: run the "
+                    "same command again once the server is back"
+                ) from e
+            raise
         finally:
-            result = runner.finish(study, t0=t0, status=status)
+            if lost is None:
+                result = runner.finish(study, t0=t0, status=status)
     finally:
-        parent.end(status)
+        if lost is None:
+            parent.end(status)
     return result
 
 

@@ -27,6 +27,11 @@ from typing import Any
 
 # No progress bars in the job's output: one line per trial is what a person reads.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# A tracking server that went away is reported in seconds, not after MLflow's default
+# 7 retries with exponential backoff (minutes).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag
@@ -116,6 +121,23 @@ def check_tracking_uri(uri: str, *, source: str | None = None, timeout: float = 
                 key="tracking.uri",
                 fix="use sqlite:///mlflow.db (or set MLFLOW_ALLOW_FILE_STORE=true)",
             )
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says the tracking server cannot be reached."""
+    import requests
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ConnectionError, ConnectionError)):
+            return True
+        text = str(seen)
+        if isinstance(seen, mlflow.exceptions.MlflowException) and (
+            "Max retries exceeded" in text or "Connection refused" in text
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def ui_link(uri: str, experiment_id: str) -> str:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -119,6 +120,7 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+@pytest.mark.slow
 def test_tracking_server_goes_away_mid_study(make_experiment, workdir: Path) -> None:
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"

@@ -37,6 +37,7 @@ def test_kill_9_mid_trial_then_rerun(make_experiment, workdir: Path) -> None:
     exp = make_experiment(
         "killed",
         study__heartbeat_interval=1,
+        study__max_retries=1,
         study__n_trials=2,
         training__max_epochs=2,
     )
@@ -61,6 +62,9 @@ def test_kill_9_mid_trial_then_rerun(make_experiment, workdir: Path) -> None:
 
     study = optuna.load_study(study_name="killed", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    # study.max_retries: the dead trial was run again, with the same parameters.
+    assert study.trials[3].params == study.trials[2].params
+    assert study.trials[3].system_attrs.get("failed_trial") == 2
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     exp_id = client.get_experiment_by_name("killed").experiment_id
     runs = client.search_runs([exp_id])

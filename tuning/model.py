@@ -19,9 +19,9 @@ import numpy as np
 
 from tuning.data import Dataset
 from tuning.encoding import TabularEncoder
-from tuning.params import resolve
+from tuning.params import PER_LAYER_PREFIX, resolve
 
-__all__ = ["METRICS", "build_model", "make_optimizer"]
+__all__ = ["METRICS", "build_model", "layer_widths", "make_optimizer"]
 
 # Metrics compiled per task, as named in the Keras logs (plus loss; val_ for validation).
 METRICS: dict[str, tuple[str, ...]] = {
@@ -34,27 +34,62 @@ METRICS: dict[str, tuple[str, ...]] = {
 _HE = {"relu", "leaky_relu", "elu", "gelu", "swish"}
 
 
-def make_optimizer(name: str, *, learning_rate: float, momentum: float = 0.9) -> Any:
+def make_optimizer(
+    name: str,
+    *,
+    learning_rate: Any,
+    momentum: float = 0.9,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    weight_decay: float = 0.004,
+) -> Any:
     """A Keras optimizer by the names used in search spaces.
 
-    ``momentum`` and ``nesterov`` are SGD with momentum (plain and Nesterov), as in the book.
+    ``momentum`` and ``nesterov`` are SGD with momentum (plain and Nesterov), as in the book;
+    ``beta_1`` / ``beta_2`` apply to adam, nadam and adamw, ``weight_decay`` to adamw.
+    ``learning_rate`` may be a number or a Keras schedule.
 
     Raises:
         ValueError: for an unknown name (search spaces are validated before this is reached).
     """
     opt = keras.optimizers
+    lr = learning_rate
+    betas = {"beta_1": beta_1, "beta_2": beta_2}
     factories = {
-        "sgd": lambda: opt.SGD(learning_rate=learning_rate),
-        "momentum": lambda: opt.SGD(learning_rate=learning_rate, momentum=momentum),
-        "nesterov": lambda: opt.SGD(learning_rate=learning_rate, momentum=momentum, nesterov=True),
-        "adagrad": lambda: opt.Adagrad(learning_rate=learning_rate),
-        "rmsprop": lambda: opt.RMSprop(learning_rate=learning_rate),
-        "adam": lambda: opt.Adam(learning_rate=learning_rate),
-        "nadam": lambda: opt.Nadam(learning_rate=learning_rate),
+        "sgd": lambda: opt.SGD(learning_rate=lr),
+        "momentum": lambda: opt.SGD(learning_rate=lr, momentum=momentum),
+        "nesterov": lambda: opt.SGD(learning_rate=lr, momentum=momentum, nesterov=True),
+        "adagrad": lambda: opt.Adagrad(learning_rate=lr),
+        "rmsprop": lambda: opt.RMSprop(learning_rate=lr),
+        "adam": lambda: opt.Adam(learning_rate=lr, **betas),
+        "nadam": lambda: opt.Nadam(learning_rate=lr, **betas),
+        "adamw": lambda: opt.AdamW(learning_rate=lr, weight_decay=weight_decay, **betas),
     }
     if name not in factories:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(factories)}")
     return factories[name]()
+
+
+def _learning_rate(p: Mapping[str, Any], *, steps_per_epoch: int, max_epochs: int) -> Any:
+    """The learning rate, or a schedule of it (reduce_on_plateau is a callback in train.py)."""
+    lr = float(p["learning_rate"])
+    if p["lr_schedule"] == "exponential":
+        # The book's exponential scheduling: lr0 * 0.1 ** (epoch / s), stepped per batch.
+        return keras.optimizers.schedules.ExponentialDecay(
+            lr, decay_steps=steps_per_epoch * int(p["lr_decay_epochs"]), decay_rate=0.1
+        )
+    if p["lr_schedule"] == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            lr, decay_steps=max(1, steps_per_epoch * max_epochs)
+        )
+    return lr
+
+
+def layer_widths(params: Mapping[str, Any]) -> list[int]:
+    """Neurons of each hidden layer: n_neurons_1, n_neurons_2, ... or n_neurons for all."""
+    p = resolve({k: v for k, v in params.items() if not k.startswith("extra.")})
+    n = int(p["n_hidden"])
+    return [int(p.get(f"{PER_LAYER_PREFIX}{i}", p["n_neurons"])) for i in range(1, n + 1)]
 
 
 def _initializer(activation: str, chosen: str) -> str:
@@ -102,6 +137,7 @@ def build_model(
     data: Dataset,
     loss: str = "auto",
     output_activation: str = "auto",
+    max_epochs: int = 100,
 ) -> keras.Model:
     """Build and compile an MLP for ``data`` from hyperparameters.
 
@@ -112,11 +148,12 @@ def build_model(
         loss: Regression loss: ``auto`` (MSE), ``mse``, ``mae`` or ``huber``.
         output_activation: Regression output: ``auto`` / ``linear``, or ``softplus`` / ``relu``
             for a positive output.
+        max_epochs: Length of training, for the cosine schedule.
 
     Returns:
         A compiled ``keras.Model`` that takes raw inputs (scaling is inside it).
     """
-    p = resolve(dict(params))
+    p = resolve({k: v for k, v in params.items() if not k.startswith("extra.")})
     inputs = keras.Input(shape=data.input_shape, name="features")
     x = inputs
     if data.kind == "image":
@@ -132,24 +169,44 @@ def build_model(
         x = TabularEncoder(numeric, categorical, mean, std, name="encode")(x)
     activation = p["activation"]
     init = _initializer(activation, p["kernel_initializer"])
-    reg = keras.regularizers.L2(p["l2"]) if p["l2"] > 0 else None
+    l1, l2 = float(p["l1"]), float(p["l2"])
+    reg = keras.regularizers.L1L2(l1=l1, l2=l2) if l1 > 0 or l2 > 0 else None
     dropout = float(p["dropout"])
-    for i in range(int(p["n_hidden"])):
-        x = keras.layers.Dense(
-            int(p["n_neurons"]),
-            activation=activation,
-            kernel_initializer=init,
-            kernel_regularizer=reg,
-            name=f"hidden_{i + 1}",
-        )(x)
+    for i, width in enumerate(layer_widths(p), start=1):
+        if p["batch_norm"]:
+            # The book's "BN before the activation": Dense (no bias) -> BatchNorm -> activation.
+            x = keras.layers.Dense(
+                width,
+                use_bias=False,
+                kernel_initializer=init,
+                kernel_regularizer=reg,
+                name=f"hidden_{i}",
+            )(x)
+            x = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(x)
+            x = keras.layers.Activation(activation, name=f"activation_{i}")(x)
+        else:
+            x = keras.layers.Dense(
+                width,
+                activation=activation,
+                kernel_initializer=init,
+                kernel_regularizer=reg,
+                name=f"hidden_{i}",
+            )(x)
         if dropout > 0:
             drop = keras.layers.AlphaDropout if activation == "selu" else keras.layers.Dropout
-            x = drop(dropout, name=f"dropout_{i + 1}")(x)
+            x = drop(dropout, name=f"dropout_{i}")(x)
     head, loss_fn, metrics = _head(data, loss=loss, output_activation=output_activation)
     outputs = head(x)
     model = keras.Model(inputs, outputs, name="mlp")
+    batch = int(p["batch_size"])
+    steps = max(1, -(-len(data.x_train) // batch))
     optimizer = make_optimizer(
-        p["optimizer"], learning_rate=float(p["learning_rate"]), momentum=float(p["momentum"])
+        p["optimizer"],
+        learning_rate=_learning_rate(p, steps_per_epoch=steps, max_epochs=max_epochs),
+        momentum=float(p["momentum"]),
+        beta_1=float(p["beta_1"]),
+        beta_2=float(p["beta_2"]),
+        weight_decay=float(p["weight_decay"]),
     )
     model.compile(optimizer=optimizer, loss=loss_fn, metrics=metrics)
     return model

@@ -39,7 +39,9 @@ OPTIMIZERS: tuple[str, ...] = (
     "rmsprop",
     "adam",
     "nadam",
+    "adamw",
 )
+LR_SCHEDULES: tuple[str, ...] = ("none", "exponential", "cosine", "reduce_on_plateau")
 KERNEL_INITIALIZERS: tuple[str, ...] = (
     "auto",
     "glorot_uniform",
@@ -56,7 +58,7 @@ class ParameterInfo:
     """What one hyperparameter means to the model and the trainer.
 
     Attributes:
-        kind: ``int``, ``float`` or ``str``; a search space's values must be of this kind.
+        kind: ``int``, ``float``, ``str`` or ``bool``; a search space's values must be of it.
         default: Value used when a search space does not mention the parameter.
         description: One line for ``tuning spaces`` and error messages.
         choices: For ``str`` parameters, the values the model understands.
@@ -97,7 +99,41 @@ PARAMETERS: dict[str, ParameterInfo] = {
         "float", 0.0, "dropout rate after each hidden layer", minimum=0.0, maximum=0.95
     ),
     "l2": ParameterInfo("float", 0.0, "L2 penalty on hidden-layer weights", minimum=0.0),
+    "l1": ParameterInfo("float", 0.0, "L1 penalty on hidden-layer weights", minimum=0.0),
+    "beta_1": ParameterInfo(
+        "float", 0.9, "first-moment decay of adam, nadam, adamw", minimum=0.0, maximum=0.9999
+    ),
+    "beta_2": ParameterInfo(
+        "float", 0.999, "second-moment decay of adam, nadam, adamw", minimum=0.0, maximum=0.99999
+    ),
+    "weight_decay": ParameterInfo(
+        "float", 0.004, "decoupled weight decay of adamw", minimum=0.0, maximum=1.0
+    ),
+    "batch_norm": ParameterInfo(
+        "bool", False, "BatchNormalization after each hidden Dense layer, before its activation"
+    ),
+    "lr_schedule": ParameterInfo(
+        "str",
+        "none",
+        "learning-rate schedule: none, exponential (x0.1 every lr_decay_epochs), cosine (to 0 "
+        "at max_epochs), reduce_on_plateau (x0.5 after 5 flat epochs)",
+        choices=LR_SCHEDULES,
+    ),
+    "lr_decay_epochs": ParameterInfo(
+        "int", 20, "epochs for the exponential schedule to divide the rate by 10", minimum=1
+    ),
+    "patience": ParameterInfo(
+        "int", 10, "early-stopping patience, overriding training.early_stopping", minimum=1
+    ),
+    "n_neurons_per_layer": ParameterInfo(
+        "bool",
+        False,
+        "true: one n_neurons_<i> per hidden layer, each searched over n_neurons' range (the "
+        "book's shrinking 300-100); false: one width for all (stretch pants)",
+    ),
 }
+# Per-layer widths, created by the space when n_neurons_per_layer is true (n_neurons_1, ...).
+PER_LAYER_PREFIX = "n_neurons_"
 
 DEFAULTS: dict[str, Any] = {name: info.default for name, info in PARAMETERS.items()}
 
@@ -114,7 +150,11 @@ def resolve(params: dict[str, Any]) -> dict[str, Any]:
     Raises:
         KeyError: If ``params`` names a parameter the model does not know.
     """
-    unknown = sorted(set(params) - set(PARAMETERS))
+    unknown = sorted(
+        k
+        for k in set(params) - set(PARAMETERS)
+        if not (k.startswith(PER_LAYER_PREFIX) and k[len(PER_LAYER_PREFIX) :].isdigit())
+    )
     if unknown:
         raise KeyError(f"unknown hyperparameters {unknown}; known: {sorted(PARAMETERS)}")
     return {**DEFAULTS, **params}

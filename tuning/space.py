@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from tuning.errors import ConfigError, config_error_from_validation
-from tuning.params import PARAMETERS
+from tuning.params import PARAMETERS, PER_LAYER_PREFIX
 
 if TYPE_CHECKING:
     import optuna
@@ -38,6 +38,9 @@ __all__ = [
 ]
 
 Scalar = bool | int | float | str | None
+
+
+EXTRA_KEY = "extra"  # the user's own parameters: suggested and logged, not read by the model
 
 
 class _Spec(BaseModel):
@@ -299,6 +302,7 @@ class SearchSpace:
         for name, spec in self.specs.items():
             self._check_against_model(name, spec)
         self._check_conditions()
+        self._check_per_layer()
         self.order: list[str] = self._topological_order()
 
     @classmethod
@@ -313,7 +317,17 @@ class SearchSpace:
                 "log: true}`",
             )
         specs = {}
-        for name, value in raw.items():
+        raw = dict(raw)
+        extra = raw.pop(EXTRA_KEY, None) or {}
+        if not isinstance(extra, Mapping):
+            raise ConfigError(
+                f"{EXTRA_KEY} must be a mapping of your own parameter names to specs",
+                source=source,
+                key=EXTRA_KEY,
+                fix="write e.g. `extra: {seed_offset: {type: int, low: 0, high: 3}}`",
+            )
+        items = [*raw.items(), *((f"{EXTRA_KEY}.{k}", v) for k, v in extra.items())]
+        for name, value in items:
             if not isinstance(name, str):
                 raise ConfigError(f"parameter names must be strings (got {name!r})", source=source)
             specs[name] = build_spec(name, value, source=source)
@@ -325,14 +339,24 @@ class SearchSpace:
         return ConfigError(message, source=self.source, key=key, fix=fix)
 
     def _check_against_model(self, name: str, spec: _Spec) -> None:
+        if name.startswith(f"{EXTRA_KEY}."):
+            return  # the user's own parameter: suggested and logged, never read by the model
         info = PARAMETERS.get(name)
         if info is None:
             raise self._error(
                 f"unknown parameter {name!r}",
                 name,
-                f"use one of {', '.join(PARAMETERS)}",
+                f"use one of {', '.join(PARAMETERS)}; your own go under `{EXTRA_KEY}:`",
             )
         values = spec.values()
+        if info.kind == "bool":
+            if values is None or not all(isinstance(v, bool) for v in values):
+                raise self._error(
+                    f"{name} takes true or false ({spec.summary()})",
+                    name,
+                    f"write {name}: true, or {{type: categorical, choices: [true, false]}}",
+                )
+            return
         if info.kind == "str":
             if values is None or not all(isinstance(v, str) for v in values):
                 raise self._error(
@@ -406,6 +430,22 @@ class SearchSpace:
                             f"list values {parent} can take",
                         )
 
+    def _check_per_layer(self) -> None:
+        spec = self.specs.get("n_neurons_per_layer")
+        if spec is not None and spec.possible(True) and "n_neurons" not in self.specs:
+            raise self._error(
+                "n_neurons_per_layer needs n_neurons: its range is used for every layer",
+                "n_neurons_per_layer",
+                "add n_neurons: {type: int, low: ..., high: ...}",
+            )
+
+    def _parents(self, name: str) -> list[str]:
+        """What ``name`` is decided after: its conditions, and for n_neurons the layer count."""
+        parents = list(self.specs[name].when or {})
+        if name == "n_neurons":
+            parents += [p for p in ("n_neurons_per_layer", "n_hidden") if p in self.specs]
+        return parents
+
     def _topological_order(self) -> list[str]:
         order: list[str] = []
         state: dict[str, int] = {}  # 1 = visiting, 2 = done
@@ -421,7 +461,7 @@ class SearchSpace:
                     "make one of these parameters unconditional",
                 )
             state[name] = 1
-            for parent in self.specs[name].when or {}:
+            for parent in self._parents(name):
                 visit(parent, [*path, name])
             state[name] = 2
             order.append(name)
@@ -443,8 +483,16 @@ class SearchSpace:
         """Sample one set of parameters from ``trial``; inactive conditional ones are absent."""
         chosen: dict[str, Any] = {}
         for name in self.order:
-            if self.active(name, chosen):
-                chosen[name] = self.specs[name].suggest(trial, name)
+            if not self.active(name, chosen):
+                continue
+            if name == "n_neurons" and chosen.get("n_neurons_per_layer"):
+                # One width per layer, each over n_neurons' range: n_neurons_1, n_neurons_2, ...
+                layers = int(chosen.get("n_hidden", PARAMETERS["n_hidden"].default))
+                for i in range(1, layers + 1):
+                    key = f"{PER_LAYER_PREFIX}{i}"
+                    chosen[key] = self.specs[name].suggest(trial, key)
+                continue
+            chosen[name] = self.specs[name].suggest(trial, name)
         return chosen
 
     def searched(self) -> list[str]:
@@ -462,7 +510,11 @@ class SearchSpace:
 
     def to_dict(self) -> dict[str, Any]:
         """The space as plain data (what the YAML file would hold), defaults left out."""
-        return {
-            name: spec.model_dump(exclude_defaults=True) | {"type": spec.kind}
-            for name, spec in self.specs.items()
-        }
+        out: dict[str, Any] = {}
+        for name, spec in self.specs.items():
+            data = spec.model_dump(exclude_defaults=True) | {"type": spec.kind}
+            if name.startswith(f"{EXTRA_KEY}."):
+                out.setdefault(EXTRA_KEY, {})[name.removeprefix(f"{EXTRA_KEY}.")] = data
+            else:
+                out[name] = data
+        return out

@@ -378,7 +378,7 @@ class _TrialRunner:
         exp = self.exp
         params = exp.space.suggest(trial)
         batch_size = int(params.get("batch_size", exp.training.batch_size))
-        logged = {**params, **self.fixed}
+        logged = {**self.fixed, **params}
         logged.setdefault("batch_size", batch_size)
         for name in exp.space.specs:
             if name in params and name not in trial.params:  # fixed values: keep them on the trial
@@ -398,6 +398,7 @@ class _TrialRunner:
                     data=self.data,
                     loss=exp.training.loss,
                     output_activation=exp.training.output_activation,
+                    max_epochs=exp.training.max_epochs,
                 )
                 n_params = int(model.count_params())
 
@@ -419,9 +420,10 @@ class _TrialRunner:
                     direction=exp.objective.direction,
                     batch_size=batch_size,
                     max_epochs=exp.training.max_epochs,
-                    patience=exp.training.early_stopping.patience,
+                    patience=int(params.get("patience", exp.training.early_stopping.patience)),
                     min_delta=exp.training.early_stopping.min_delta,
                     on_epoch=on_epoch,
+                    reduce_on_plateau=params.get("lr_schedule") == "reduce_on_plateau",
                 )
                 self.histories[trial.number] = result.history
                 run.log_metrics({"objective": result.value, "best_epoch": result.best_epoch})

@@ -82,6 +82,7 @@ def fit(
     patience: int,
     min_delta: float = 0.0,
     on_epoch: EpochHook | None = None,
+    reduce_on_plateau: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``data`` with early stopping, restoring its best weights.
 
@@ -96,6 +97,7 @@ def fit(
         min_delta: Smallest change that counts as an improvement.
         on_epoch: Called after every epoch with ``(epoch, logs)``; may raise to stop the fit
             (e.g. ``optuna.TrialPruned``), and the exception propagates.
+        reduce_on_plateau: Halve the learning rate after 5 epochs without improvement.
 
     Returns:
         The best value of ``monitor`` and what led to it.
@@ -116,6 +118,15 @@ def fit(
             restore_best_weights=True,
         ),
     ]
+    if reduce_on_plateau:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                mode="min" if direction == "minimize" else "max",
+                factor=0.5,
+                patience=5,
+            )
+        )
     if on_epoch is not None:
         callbacks.append(_EpochHookCallback(on_epoch))
     start = time.perf_counter()

@@ -459,6 +459,101 @@ def _champions(tracking_uri: str | None) -> dict[str, str]:
         return {}
 
 
+@app.command()
+def compare(
+    targets: Annotated[
+        list[str],
+        typer.Argument(metavar="STUDY_OR_EXPERIMENT...", help="study names or experiment files"),
+    ],
+    storage: StorageOption = "sqlite:///optuna.db",
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow store (test scores, logging)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    log: Annotated[
+        bool, typer.Option("--log/--no-log", help="record the table and plot as an MLflow run")
+    ] = True,
+) -> None:
+    """Compare studies: trials, best and test scores, how fast each got near its best, size."""
+    import tempfile
+
+    import pandas as pd
+
+    from tuning.config import load_experiment
+    from tuning.report import best_so_far_plot, compare_studies
+    from tuning.tracking import find_test_scores, log_comparison, resolve_tracking_uri
+
+    studies, metric = [], "value"
+    try:
+        for target in targets:
+            if target.endswith((".yaml", ".yml")):
+                exp = load_experiment(target)
+                studies.append(_open_study(exp.study_name, exp.study.storage))
+                metric = exp.objective.metric
+                tracking_uri = tracking_uri or exp.tracking.uri
+            else:
+                studies.append(_open_study(target, storage))
+    except ConfigError as e:
+        raise _fail(e) from None
+    uri = resolve_tracking_uri(tracking_uri)
+    have_store = not (
+        uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+    )
+    picks = {}
+    for study in studies:
+        best_trial = _best(study)
+        if best_trial is not None:
+            picks[study.study_name] = best_trial["number"]
+    scores = find_test_scores(uri, picks) if have_store else {}
+    rows = compare_studies(studies, test_scores=scores)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        for line in _compare_lines(rows, metric):
+            typer.echo(line)
+    if log and have_store:
+        with tempfile.TemporaryDirectory() as tmp:
+            csv = Path(tmp) / "compare.csv"
+            pd.DataFrame(rows).to_csv(csv, index=False)
+            md = Path(tmp) / "compare.md"
+            md.write_text("\n".join(_compare_lines(rows, metric)) + "\n")
+            plot = best_so_far_plot(studies, metric=metric, path=Path(tmp) / "best_so_far.png")
+            numbers = {
+                f"{key}.{r['study']}": float(r[key])  # type: ignore[arg-type]
+                for r in rows
+                for key in ("best_value", "test_score", "seconds_to_within", "best_n_params")
+                if r.get(key) is not None
+            }
+            run_id = log_comparison(
+                uri,
+                studies=[s.study_name for s in studies],
+                files=[csv, md, plot],
+                metrics=numbers,
+            )
+        if not as_json:
+            typer.echo(f"logged to MLflow run {run_id} (compare.csv, compare.md, best_so_far.png)")
+
+
+def _compare_lines(rows: list[dict[str, Any]], metric: str) -> list[str]:
+    def fmt(v: Any, spec: str) -> str:
+        return format(v, spec) if isinstance(v, (int, float)) else "n/a"
+
+    head = (
+        f"{'study':<24} {'complete/pruned/failed':>22} {'best ' + metric:>18} {'test':>8} "
+        f"{'trials to 0.5%':>14} {'seconds to 0.5%':>15} {'params':>9} {'epochs':>6}"
+    )
+    lines = [head]
+    for r in rows:
+        cpf = f"{r['complete']}/{r['pruned']}/{r['fail']}"
+        lines.append(
+            f"{r['study']:<24} {cpf:>22} {fmt(r.get('best_value'), '.4f'):>18} "
+            f"{fmt(r.get('test_score'), '.4f'):>8} {fmt(r.get('trials_to_within'), 'd'):>14} "
+            f"{fmt(r.get('seconds_to_within'), '.0f'):>15} {fmt(r.get('best_n_params'), ',d'):>9} "
+            f"{fmt(r.get('best_epochs'), 'd'):>6}"
+        )
+    return lines
+
+
 def _best(study: Any) -> dict[str, Any] | None:
     try:
         trial = study.best_trial

@@ -234,3 +234,90 @@ def summary_markdown(
 
 def _maximize(study: optuna.Study) -> bool:
     return study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def compare_studies(
+    studies: list[optuna.Study],
+    *,
+    test_scores: Mapping[str, float | None],
+    within: float = 0.005,
+) -> list[dict[str, object]]:
+    """One row per study: what it tried, what it reached, how fast, and how big the winner is.
+
+    Args:
+        studies: The studies to compare (same objective direction expected).
+        test_scores: Study name -> the test score of its best trial's model, when one was logged.
+        within: "Reached" means within this relative distance of the study's own best.
+    """
+    rows = []
+    for study in studies:
+        trials = sorted(
+            (t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None),
+            key=lambda t: t.datetime_start,  # type: ignore[arg-type,return-value]
+        )
+        counts = {"complete": 0, "pruned": 0, "fail": 0}
+        for t in trials:
+            if t.state.name.lower() in counts:
+                counts[t.state.name.lower()] += 1
+        row: dict[str, object] = {"study": study.study_name, **counts}
+        ranked = _ranked(study)
+        if not ranked:
+            rows.append(row)
+            continue
+        best = ranked[0]
+        best_value = float(best.value)  # type: ignore[arg-type]
+        start = trials[0].datetime_start
+        reached_trials = reached_seconds = None
+        for i, t in enumerate(trials, start=1):
+            if t.value is not None and abs(t.value - best_value) <= within * abs(best_value):
+                reached_trials = i
+                end = t.datetime_complete or t.datetime_start
+                reached_seconds = (end - start).total_seconds()  # type: ignore[operator]
+                break
+        row.update(
+            best_value=best_value,
+            test_score=test_scores.get(study.study_name),
+            trials_to_within=reached_trials,
+            seconds_to_within=reached_seconds,
+            best_n_params=best.user_attrs.get("n_params"),
+            best_epochs=best.user_attrs.get("epochs_trained"),
+            best_trial=best.number,
+        )
+        rows.append(row)
+    return rows
+
+
+def best_so_far_plot(studies: list[optuna.Study], *, metric: str, path: Path) -> Path:
+    """Best-so-far validation score against wall-clock seconds, one line per study."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for study in studies:
+        maximize = _maximize(study)
+        trials = sorted(
+            (t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None),
+            key=lambda t: t.datetime_start,  # type: ignore[arg-type,return-value]
+        )
+        if not trials:
+            continue
+        start = trials[0].datetime_start
+        xs, ys, best = [], [], None
+        for t in trials:
+            if t.value is None or t.datetime_complete is None:
+                continue
+            v = float(t.value)
+            best = v if best is None else (max(best, v) if maximize else min(best, v))
+            xs.append((t.datetime_complete - start).total_seconds())  # type: ignore[operator]
+            ys.append(best)
+        ax.step(xs, ys, where="post", label=study.study_name)
+    ax.set_xlabel("wall-clock seconds since the study's first trial")
+    ax.set_ylabel(f"best {metric} so far")
+    ax.set_title("Best so far against time")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -562,3 +562,71 @@ class Tracker:
                 self.client.set_terminated(run.info.run_id, status="KILLED")
                 closed += 1
         return closed
+
+
+def find_test_scores(uri: str, picks: Mapping[str, int]) -> dict[str, float | None]:
+    """Test score of each study's best model: the parent run that logged that trial's model.
+
+    The score is ``test_<objective>`` (e.g. ``test_accuracy`` for ``val_accuracy``), the objective
+    read from the run's ``objective_metric`` tag.
+
+    Args:
+        uri: Tracking URI.
+        picks: Study name -> its best trial number.
+    """
+    client = MlflowClient(tracking_uri=uri)
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    out: dict[str, float | None] = {}
+    for study, trial in picks.items():
+        runs = client.search_runs(
+            experiment_ids,
+            filter_string=f"tags.study = '{study}' and tags.model_trial = '{trial}'",
+            max_results=5,
+        )
+        values = []
+        for r in runs:
+            metric = "test_" + r.data.tags.get("objective_metric", "").removeprefix("val_")
+            if metric in r.data.metrics:
+                values.append(r.data.metrics[metric])
+        out[study] = values[0] if values else None
+    return out
+
+
+def log_comparison(
+    uri: str, *, studies: list[str], files: list[Path], metrics: Mapping[str, float]
+) -> str:
+    """Record a comparison as a run (table and plot as artifacts) next to the first study's runs.
+
+    Returns:
+        The run id.
+    """
+    client = MlflowClient(tracking_uri=uri)
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiment_ids, filter_string=f"tags.study = '{studies[0]}'", max_results=1
+    )
+    if runs:
+        experiment_id = runs[0].info.experiment_id
+    else:
+        found = client.get_experiment_by_name("tuning-compare")
+        experiment_id = (
+            found.experiment_id
+            if found
+            else client.create_experiment(
+                "tuning-compare", tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
+        )
+    run = client.create_run(
+        experiment_id,
+        run_name="compare-" + "-vs-".join(studies),
+        tags={"tuning.role": "compare", "studies": ",".join(studies)},
+    )
+    try:
+        for path in files:
+            client.log_artifact(run.info.run_id, str(path))
+        TrialRun(client, run.info.run_id).log_metrics(metrics)
+    except BaseException:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return str(run.info.run_id)

@@ -81,3 +81,41 @@ def make_experiment(workdir: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+def nothing_created(workdir: Path) -> None:
+    """No study, tracking store or artifact folder exists in ``workdir``."""
+    assert not (workdir / "optuna.db").exists(), "a study was created"
+    assert not (workdir / "mlflow.db").exists(), "a tracking store was created"
+    assert not (workdir / "mlruns").exists()
+
+
+def one_line_error(result: Any, *fragments: str) -> str:
+    """The CLI exited 2 with exactly one line on stderr holding every fragment; returns it."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def wait_for_trials(
+    study: str, proc: Any, ready: Callable[[list[Any]], bool], *, timeout: float = 180
+) -> None:
+    """Poll the study in ./optuna.db until ``ready(trials)`` while ``proc`` still runs."""
+    import time
+
+    import optuna
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name=study, storage="sqlite:///optuna.db").trials
+        except KeyError:  # the study does not exist yet
+            trials = []
+        if ready(trials):
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    raise AssertionError(f"study {study!r} not ready within {timeout} s")

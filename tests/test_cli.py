@@ -9,27 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_SPACE
+from conftest import ROOT, TINY_SPACE, nothing_created, one_line_error
 from typer.testing import CliRunner
 
 from tuning.cli import app
 
 runner = CliRunner()
-
-
-def _nothing_created(workdir: Path) -> None:
-    assert not (workdir / "optuna.db").exists(), "a study was created"
-    assert not (workdir / "mlflow.db").exists(), "a tracking store was created"
-    assert not (workdir / "mlruns").exists()
-
-
-def _one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -54,8 +39,8 @@ def test_bad_search_space_exits_2_and_creates_nothing(
 ) -> None:
     exp = make_experiment("bad", space={**TINY_SPACE, **space_change})
     result = runner.invoke(app, ["run", str(exp)])
-    _one_line_error(result, *fragments)
-    _nothing_created(workdir)
+    one_line_error(result, *fragments)
+    nothing_created(workdir)
 
 
 @pytest.mark.parametrize(
@@ -77,21 +62,21 @@ def test_bad_search_space_exits_2_and_creates_nothing(
 def test_bad_options_exit_2_and_create_nothing(make_experiment, workdir, args, fragments) -> None:
     exp = make_experiment("bad")
     result = runner.invoke(app, ["run", str(exp), *args])
-    _one_line_error(result, *fragments)
-    _nothing_created(workdir)
+    one_line_error(result, *fragments)
+    nothing_created(workdir)
 
 
 def test_missing_experiment_file(workdir) -> None:
     result = runner.invoke(app, ["run", "experiments/nope.yaml"])
-    _one_line_error(result, "experiments/nope.yaml", "experiment file not found")
-    _nothing_created(workdir)
+    one_line_error(result, "experiments/nope.yaml", "experiment file not found")
+    nothing_created(workdir)
 
 
 def test_malformed_yaml(workdir) -> None:
     (workdir / "broken.yaml").write_text("name: x\ndataset: {name: digits\n")
     result = runner.invoke(app, ["run", "broken.yaml"])
-    _one_line_error(result, "broken.yaml", "not valid YAML", "line 3")
-    _nothing_created(workdir)
+    one_line_error(result, "broken.yaml", "not valid YAML", "line 3")
+    nothing_created(workdir)
 
 
 def test_fashion_mnist_offline_and_absent_says_how_to_get_it(
@@ -103,11 +88,11 @@ def test_fashion_mnist_offline_and_absent_says_how_to_get_it(
     monkeypatch.setenv("KERAS_HOME", str(workdir / "keras-home"))
     exp = make_experiment("fm", dataset={"name": "fashion_mnist"})
     result = runner.invoke(app, ["run", str(exp)])
-    line = _one_line_error(
+    line = one_line_error(
         result, "fm.yaml", "dataset.name", "fashion_mnist is not on this machine"
     )
     assert "apt-get install dataset-fashion-mnist" in line
-    _nothing_created(workdir)
+    nothing_created(workdir)
 
 
 def test_spaces_lists_and_validates(workdir) -> None:
@@ -121,7 +106,7 @@ def test_spaces_lists_and_validates(workdir) -> None:
         yaml.safe_dump({"dropout": {"type": "float", "low": 0.6, "high": 0.2}})
     )
     bad = runner.invoke(app, ["spaces", "bad.yaml"])
-    _one_line_error(bad, "bad.yaml", "dropout", "low must not be above high")
+    one_line_error(bad, "bad.yaml", "dropout", "low must not be above high")
 
 
 def test_validate_prints_resolved_config_and_creates_nothing(workdir) -> None:
@@ -133,7 +118,7 @@ def test_validate_prints_resolved_config_and_creates_nothing(workdir) -> None:
     resolved = yaml.safe_load(result.stdout)
     assert resolved["study"]["n_trials"] == 2
     assert resolved["search_space"]["momentum"]["when"] == {"optimizer": ["nesterov"]}
-    _nothing_created(workdir)
+    nothing_created(workdir)
 
 
 def test_mlflow_run_entry_point(make_experiment, workdir: Path) -> None:

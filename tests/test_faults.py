@@ -10,27 +10,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import wait_for_trials
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from tuning.cli import app
-
-
-def _wait_for_running_trial(storage: str, study: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "job ended early"
-        try:
-            trials = optuna.load_study(study_name=study, storage=storage).trials
-        except KeyError:  # the study does not exist yet
-            trials = []
-        if any(
-            t.state == optuna.trial.TrialState.RUNNING and len(t.intermediate_values) >= 2
-            for t in trials
-        ):
-            return
-        time.sleep(0.5)
-    raise AssertionError("no trial started within 180 s")
 
 
 def test_kill_9_mid_trial_then_rerun(make_experiment, workdir: Path) -> None:
@@ -50,7 +34,14 @@ def test_kill_9_mid_trial_then_rerun(make_experiment, workdir: Path) -> None:
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        _wait_for_running_trial(storage, "killed", proc)
+        wait_for_trials(
+            "killed",
+            proc,
+            lambda ts: any(
+                t.state == optuna.trial.TrialState.RUNNING and len(t.intermediate_values) >= 2
+                for t in ts
+            ),
+        )
     finally:
         proc.kill()
         proc.wait()
@@ -135,16 +126,11 @@ def test_tracking_server_goes_away_mid_study(make_experiment, workdir: Path) -> 
             [sys.executable, "-m", "tuning", "run", str(exp), "--tracking-uri", uri],
             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                trials = optuna.load_study(study_name="away", storage="sqlite:///optuna.db").trials
-            except KeyError:
-                trials = []
-            if sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2:
-                break
-            assert job.poll() is None, job.communicate()
-            time.sleep(0.5)
+        wait_for_trials(
+            "away",
+            job,
+            lambda ts: sum(t.state == optuna.trial.TrialState.COMPLETE for t in ts) >= 2,
+        )
     finally:
         _stop(server)
     out, err = job.communicate(timeout=180)

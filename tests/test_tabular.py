@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import nothing_created, one_line_error
 from typer.testing import CliRunner
 
 from tuning.cli import app
@@ -634,21 +635,6 @@ def test_stratification_error_names_the_class_label(tmp_path: Path) -> None:
 # -- C. through the command line ---------------------------------------------------------------
 
 
-def _nothing_created(workdir: Path) -> None:
-    assert not (workdir / "optuna.db").exists(), "a study was created"
-    assert not (workdir / "mlflow.db").exists(), "a tracking store was created"
-    assert not (workdir / "mlruns").exists()
-
-
-def _one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
 CLI_BAD_DATA = {
     "missing-target": ("label", {}),
     "all-nan-column": ("empty", {}),
@@ -670,9 +656,9 @@ def test_cli_bad_data_exits_2_and_creates_nothing(make_experiment, workdir, case
     dataset = {"path": name, "target": kwargs["target"], **extra}
     exp = make_experiment("bad", dataset=dataset)
     result = runner.invoke(app, ["run", str(exp)])
-    line = _one_line_error(result, str(data_file), key, rule, mention, "Fix: ")
+    line = one_line_error(result, str(data_file), key, rule, mention, "Fix: ")
     assert "bad.yaml" not in line  # the data file is the source, not the experiment
-    _nothing_created(workdir)
+    nothing_created(workdir)
 
 
 def _two_classes(n: int = 60) -> pd.DataFrame:
@@ -743,8 +729,8 @@ def test_cli_dataset_config_errors(make_experiment, workdir, data, changes, frag
     _write(data(), workdir / "data.txt")
     exp = make_experiment("bad", **changes)
     result = runner.invoke(app, ["run", str(exp)])
-    _one_line_error(result, *fragments)
-    _nothing_created(workdir)
+    one_line_error(result, *fragments)
+    nothing_created(workdir)
 
 
 # -- D. end to end: a CSV in, the logged model takes raw rows and returns the labels ------------

@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
+from conftest import wait_for_trials
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -55,16 +55,7 @@ def test_sigterm_ends_the_trial_killed_and_the_job_130(make_experiment, workdir:
         [sys.executable, "-m", "tuning", "run", str(exp)],
         cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            trials = optuna.load_study(study_name="term", storage="sqlite:///optuna.db").trials
-        except KeyError:
-            trials = []
-        if trials and len(trials[0].intermediate_values) >= 2:
-            break
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        time.sleep(0.5)
+    wait_for_trials("term", proc, lambda ts: bool(ts) and len(ts[0].intermediate_values) >= 2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-3000:]

@@ -173,25 +173,19 @@ def build_model(
     reg = keras.regularizers.L1L2(l1=l1, l2=l2) if l1 > 0 or l2 > 0 else None
     dropout = float(p["dropout"])
     for i, width in enumerate(layer_widths(p), start=1):
-        if p["batch_norm"]:
-            # The book's "BN before the activation": Dense (no bias) -> BatchNorm -> activation.
-            x = keras.layers.Dense(
-                width,
-                use_bias=False,
-                kernel_initializer=init,
-                kernel_regularizer=reg,
-                name=f"hidden_{i}",
-            )(x)
+        # With batch norm, the book's "BN before the activation": Dense (no bias) -> BN -> act.
+        bn = bool(p["batch_norm"])
+        x = keras.layers.Dense(
+            width,
+            activation=None if bn else activation,
+            use_bias=not bn,
+            kernel_initializer=init,
+            kernel_regularizer=reg,
+            name=f"hidden_{i}",
+        )(x)
+        if bn:
             x = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(x)
             x = keras.layers.Activation(activation, name=f"activation_{i}")(x)
-        else:
-            x = keras.layers.Dense(
-                width,
-                activation=activation,
-                kernel_initializer=init,
-                kernel_regularizer=reg,
-                name=f"hidden_{i}",
-            )(x)
         if dropout > 0:
             drop = keras.layers.AlphaDropout if activation == "selu" else keras.layers.Dropout
             x = drop(dropout, name=f"dropout_{i}")(x)

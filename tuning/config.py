@@ -177,6 +177,16 @@ class StudyConfig(_Model):
         description="times a trial whose worker died (no heartbeat) is run again with the same "
         "parameters (0: never)",
     )
+    engine: Literal["optuna", "keras_tuner"] = Field(
+        default="optuna",
+        description="what runs the search: optuna (the study in study.storage) or keras_tuner "
+        "(a KerasTuner project in kt_studies/ next to the current folder; pruner ignored)",
+    )
+    tuner: Literal["random", "bayesian", "hyperband"] = Field(
+        default="random",
+        description="the KerasTuner tuner with engine: keras_tuner (random, bayesian or "
+        "hyperband); optuna uses sampler and pruner instead",
+    )
 
     @field_validator("sampler", "pruner", mode="before")
     @classmethod
@@ -592,6 +602,30 @@ def check_storage(exp: Experiment) -> None:
                 key="study.storage",
                 fix="create the folder or point the URL elsewhere",
             )
+
+
+@register_check
+def check_engine(exp: Experiment) -> None:
+    """A KerasTuner job needs a trial budget; ``tuner`` means something to keras_tuner only.
+
+    The pruner is ignored by keras_tuner (its tuners stop trials their own way); the storage is
+    still checked by :func:`check_storage`, since the Optuna engine may run the same file.
+    """
+    study = exp.study
+    if study.engine == "optuna" and study.tuner != "random":
+        raise ConfigError(
+            f"study.tuner {study.tuner!r} applies to engine keras_tuner only",
+            source=exp.source,
+            key="study.tuner",
+            fix="set study.engine: keras_tuner, or remove tuner (optuna uses study.sampler)",
+        )
+    if study.engine == "keras_tuner" and study.n_trials is None:
+        raise ConfigError(
+            "engine keras_tuner needs a trial budget, but n_trials is null",
+            source=exp.source,
+            key="study.n_trials",
+            fix="set study.n_trials (e.g. 10)",
+        )
 
 
 # -- loading ---------------------------------------------------------------------------------

@@ -495,6 +495,131 @@ class SearchSpace:
             chosen[name] = self.specs[name].suggest(trial, name)
         return chosen
 
+    def to_keras_tuner(self, hp: Any) -> dict[str, Any]:
+        """Declare every parameter on a ``keras_tuner.HyperParameters`` and return the active ones.
+
+        int -> ``hp.Int``, float -> ``hp.Float``, categorical -> ``hp.Choice``; a fixed value is
+        returned as is (declared with ``hp.Fixed`` only when a condition names it, since a
+        KerasTuner condition needs its parent declared). ``when: {parent: [values]}`` becomes
+        ``hp.conditional_scope(parent, values)``, nested for several parents and for chained
+        conditions. KerasTuner only opens a scope on a parent declared under the scopes already
+        open, so a parent that was declared elsewhere (two independent parents) is declared again
+        under them: same name, same range, one value. With ``n_neurons_per_layer``, the widths
+        ``n_neurons_1..k`` (k = the largest n_hidden) are declared over n_neurons' range, each
+        ``n_neurons_<i>`` inside ``conditional_scope("n_hidden", [values >= i])`` when n_hidden is
+        searched.
+
+        Args:
+            hp: A ``keras_tuner.HyperParameters`` (e.g. ``trial.hyperparameters``).
+
+        Returns:
+            The parameters active for ``hp``'s current values, in the shape :meth:`suggest`
+            returns (inactive conditional parameters absent).
+        """
+        import contextlib
+
+        declared: dict[tuple[str, tuple[Any, ...]], Any] = {}
+        parents_used = {p for spec in self.specs.values() for p in (spec.when or {})}
+        parents_used.add("n_hidden")
+
+        def declare(name: str, key: str, spec: _Spec, stack: tuple[Any, ...]) -> Any:
+            # ``stack`` is the scopes open on ``hp`` now; ``key`` the name declared.
+            if (key, stack) in declared:
+                return declared[(key, stack)]
+            if isinstance(spec, IntSpec):
+                value = hp.Int(
+                    key,
+                    spec.low,
+                    spec.high,
+                    step=spec.step or (None if spec.log else 1),
+                    sampling="log" if spec.log else "linear",
+                )
+            elif isinstance(spec, FloatSpec):
+                value = hp.Float(
+                    key,
+                    spec.low,
+                    spec.high,
+                    step=spec.step,
+                    sampling="log" if spec.log else "linear",
+                )
+            elif isinstance(spec, CategoricalSpec):
+                value = hp.Choice(key, list(spec.choices))
+            elif isinstance(spec, FixedSpec):
+                value = spec.value
+                if name in parents_used:
+                    value = hp.Fixed(key, spec.value)
+            else:  # pragma: no cover - every kind is above
+                raise TypeError(f"unknown spec {spec!r}")
+            declared[(key, stack)] = value
+            return value
+
+        def chain(name: str) -> list[tuple[str, tuple[Any, ...]]]:
+            # The scopes that guard ``name``: each parent's own chain, then the parent itself.
+            out: list[tuple[str, tuple[Any, ...]]] = []
+            for parent, allowed in (self.specs[name].when or {}).items():
+                for scope in [*chain(parent), (parent, tuple(allowed))]:
+                    if scope not in out:
+                        out.append(scope)
+            return out
+
+        def under(scopes: list[tuple[str, tuple[Any, ...]]], name: str, key: str) -> Any:
+            with contextlib.ExitStack() as stack:
+                opened: tuple[Any, ...] = ()
+                for parent, allowed in scopes:
+                    declare(parent, parent, self.specs[parent], opened)  # no-op when declared
+                    stack.enter_context(hp.conditional_scope(parent, list(allowed)))
+                    opened = (*opened, (parent, allowed))
+                return declare(name, key, self.specs[name], opened)
+
+        per_layer = self.specs.get("n_neurons_per_layer")
+        n_hidden = self.specs.get("n_hidden")
+        if n_hidden is None:
+            layer_counts = [int(PARAMETERS["n_hidden"].default)]
+        elif isinstance(n_hidden, IntSpec):
+            layer_counts = list(range(n_hidden.low, n_hidden.high + 1, n_hidden.step or 1))
+        else:
+            layer_counts = [int(v) for v in (n_hidden.values() or [])]
+        for name in self.order:
+            if name != "n_neurons" or per_layer is None:
+                under(chain(name), name, name)
+                continue
+            scopes = chain(name)
+            if isinstance(per_layer, FixedSpec):
+                single, layered = not per_layer.value, bool(per_layer.value)
+            else:  # searched: n_neurons when false, n_neurons_<i> when true
+                single = layered = True
+            fixed = isinstance(per_layer, FixedSpec)
+            if single:
+                extra = [] if fixed else [("n_neurons_per_layer", (False,))]
+                under([*scopes, *extra], name, name)
+            if layered:
+                extra = [] if fixed else [("n_neurons_per_layer", (True,))]
+                for i in range(1, max(layer_counts) + 1):
+                    guard: list[tuple[str, tuple[Any, ...]]] = []
+                    if n_hidden is not None and not isinstance(n_hidden, FixedSpec):
+                        guard = [("n_hidden", tuple(v for v in layer_counts if v >= i))]
+                    under([*scopes, *extra, *guard], name, f"{PER_LAYER_PREFIX}{i}")
+
+        values = hp.values
+        chosen: dict[str, Any] = {}
+        for name in self.order:
+            if not self.active(name, chosen):
+                continue
+            spec = self.specs[name]
+            if name == "n_neurons" and chosen.get("n_neurons_per_layer"):
+                layers = int(chosen.get("n_hidden", PARAMETERS["n_hidden"].default))
+                for i in range(1, layers + 1):
+                    chosen[f"{PER_LAYER_PREFIX}{i}"] = values[f"{PER_LAYER_PREFIX}{i}"]
+                continue
+            value = spec.value if isinstance(spec, FixedSpec) else values[name]
+            flags = isinstance(spec, CategoricalSpec) and all(
+                isinstance(c, bool) for c in spec.choices
+            )
+            if flags:
+                value = bool(value)  # KerasTuner's Choice stores true/false as 1/0
+            chosen[name] = value
+        return chosen
+
     def searched(self) -> list[str]:
         """Names of the parameters that are sampled (not fixed)."""
         return [n for n in self.order if not isinstance(self.specs[n], FixedSpec)]

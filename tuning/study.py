@@ -242,6 +242,10 @@ def run_job(
         ConfigError: data unavailable, tracking store or study storage unusable.
         KeyboardInterrupt: after ending the trial in flight as KILLED and the parent run too.
     """
+    if exp.study.engine == "keras_tuner":
+        from tuning.kt_engine import run_kt_job
+
+        return run_kt_job(exp, say=say)
     from tuning import devices, tracking
 
     t0 = time.perf_counter()

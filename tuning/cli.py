@@ -269,21 +269,30 @@ def validate(
     typer.echo(yaml.safe_dump(exp.resolved(), sort_keys=False).rstrip())
 
 
-def _open_study(study_name: str, storage: str) -> Any:
-    """Load a study read-only for show/best; a missing one is a user error naming the others."""
+def _study_summaries(storage: str, *, include_best_trial: bool = False) -> list[Any]:
+    """The studies in a storage; an unusable storage is a user error."""
     import optuna
 
     from tuning.config import redact
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        return optuna.get_all_study_summaries(storage, include_best_trial=include_best_trial)
     except Exception as e:
         raise ConfigError(
             f"cannot open the storage {redact(storage)} ({type(e).__name__})",
             source="--storage",
-            fix="give the storage URL the study was run with, e.g. sqlite:///optuna.db",
+            fix="give the storage URL the studies were run with, e.g. sqlite:///optuna.db",
         ) from e
+
+
+def _open_study(study_name: str, storage: str) -> Any:
+    """Load a study read-only for show/best; a missing one is a user error naming the others."""
+    import optuna
+
+    from tuning.config import redact
+
+    names = [s.study_name for s in _study_summaries(storage)]
     if study_name not in names:
         raise ConfigError(
             f"no study {study_name!r} in {redact(storage)}",
@@ -304,19 +313,15 @@ def show(
     top: Annotated[int, typer.Option("--top", help="how many best trials to list")] = 10,
 ) -> None:
     """Print a study's state from its storage: trials by state, best trial, top trials."""
-    from tuning.report import results_table
+    from tuning.report import last_trial_time, results_table, state_counts
 
     try:
         study = _open_study(study_name, storage)
     except ConfigError as e:
         raise _fail(e) from None
     trials = study.get_trials(deepcopy=False)
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
-    last = max(
-        (t.datetime_complete or t.datetime_start for t in trials if t.datetime_start), default=None
-    )
+    counts = {k: n for k, n in state_counts(trials).items() if n}
+    last = last_trial_time(trials)
     best = _best(study)
     if as_json:
         typer.echo(
@@ -383,28 +388,19 @@ def status(
     import optuna
 
     from tuning.config import redact
+    from tuning.report import last_trial_time, state_counts
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
-    except Exception as e:
-        raise _fail(
-            ConfigError(
-                f"cannot open the storage {redact(storage)} ({type(e).__name__})",
-                source="--storage",
-                fix="give the storage URL the studies were run with, e.g. sqlite:///optuna.db",
-            )
-        ) from None
+        summaries = _study_summaries(storage, include_best_trial=True)
+    except ConfigError as e:
+        raise _fail(e) from None
     champions = _champions(tracking_uri)
     rows: list[dict[str, Any]] = []
     for summary in summaries:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        counts: dict[str, int] = {}
-        last = None
-        for t in study.get_trials(deepcopy=False):
-            counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
-            when = t.datetime_complete or t.datetime_start
-            last = max(last, when) if last and when else (when or last)
+        trials = study.get_trials(deepcopy=False)
+        counts = {k: n for k, n in state_counts(trials).items() if n}
+        last = last_trial_time(trials)
         top = summary.best_trial
         rows.append(
             {

@@ -14,14 +14,13 @@ simplification that costs time, not correctness.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from tuning.config import Experiment, redact
 from tuning.errors import TrialFailed
-from tuning.study import JobResult, Say, _pip_requirements, validate_job
+from tuning.study import JobResult, Say, TrialRunnerBase, validate_job
 
 __all__ = ["KT_DIRECTORY", "run_kt_job"]
 
@@ -69,40 +68,16 @@ def _make_tuner(exp: Experiment, *, runner: _KTRunner) -> Any:
     return tuner
 
 
-class _KTRunner:
+class _KTRunner(TrialRunnerBase):
     """``run_trial`` and its bookkeeping for one job (KerasTuner's twin of study._TrialRunner)."""
 
     def __init__(self, exp: Experiment, *, data: Any, tracker: Any, parent: Any, say: Say):
-        self.exp = exp
-        self.data = data
-        self.tracker = tracker
-        self.parent = parent
-        self.say = say
-        self.tmp = tempfile.TemporaryDirectory(prefix="tuning-kt-")
-        self.best_model_path = Path(self.tmp.name) / "best.keras"
-        self.best_value: float | None = None
-        self.best_trial: int | None = None
-        self.trials_run = 0
+        super().__init__(exp, data=data, tracker=tracker, parent=parent, say=say)
         self.params: dict[int, dict[str, Any]] = {}
         self.run_ids: dict[int, str] = {}
-        self.fixed = {
-            "max_epochs": exp.training.max_epochs,
-            "patience": exp.training.early_stopping.patience,
-        }
-
-    def _better(self, value: float) -> bool:
-        if self.best_value is None:
-            return True
-        if self.exp.objective.direction == "minimize":
-            return value < self.best_value
-        return value > self.best_value
 
     def run_trial(self, trial: Any) -> dict[str, float]:
-        import keras
         import keras_tuner as kt
-
-        from tuning.model import build_model
-        from tuning.train import fit, fresh_session
 
         exp = self.exp
         number = int(trial.trial_id)
@@ -110,9 +85,8 @@ class _KTRunner:
         max_epochs = int(
             trial.hyperparameters.values.get("tuner/epochs") or exp.training.max_epochs
         )
-        batch_size = int(params.get("batch_size", exp.training.batch_size))
         logged = {**self.fixed, "max_epochs": max_epochs, **params}
-        logged.setdefault("batch_size", batch_size)
+        logged.setdefault("batch_size", int(params.get("batch_size", exp.training.batch_size)))
         self.params[number] = params
         monitor = exp.objective.metric
         self.trials_run += 1
@@ -123,32 +97,13 @@ class _KTRunner:
                 self.run_ids[number] = run.run_id
                 n_params = None
                 try:
-                    fresh_session()
-                    keras.utils.set_random_seed(exp.study.seed + number)
-                    model = build_model(
-                        params,
-                        data=self.data,
-                        loss=exp.training.loss,
-                        output_activation=exp.training.output_activation,
-                        max_epochs=max_epochs,
-                    )
+                    model = self.build(params, number=number, max_epochs=max_epochs)
                     n_params = int(model.count_params())
-                    result = fit(
-                        model,
-                        self.data,
-                        monitor=monitor,
-                        direction=exp.objective.direction,
-                        batch_size=batch_size,
-                        max_epochs=max_epochs,
-                        patience=int(params.get("patience", exp.training.early_stopping.patience)),
-                        min_delta=exp.training.early_stopping.min_delta,
-                        on_epoch=run.log_epoch,
-                        reduce_on_plateau=params.get("lr_schedule") == "reduce_on_plateau",
+                    result = self.train(
+                        model, params, max_epochs=max_epochs, on_epoch=run.log_epoch
                     )
                     run.log_metrics({"objective": result.value, "best_epoch": result.best_epoch})
-                    if exp.tracking.log_models != "none" and self._better(result.value):
-                        model.save(self.best_model_path)
-                        self.best_value, self.best_trial = result.value, number
+                    self.keep_if_best(model, result.value, number)
                     state, value = "complete", result.value
                     return {monitor: result.value}
                 finally:
@@ -266,7 +221,7 @@ def _finish(
         )
     try:
         if runner.best_trial is not None and runner.best_model_path.exists():
-            model_uri = _log_best_model(exp, runner, metrics)
+            model_uri = runner.log_best_model(metrics)
     finally:
         metrics["job_seconds"] = time.perf_counter() - t0
         parent.log_metrics(metrics)
@@ -298,27 +253,3 @@ def _finish(
 
     say(f"MLflow: {ui_link(runner.tracker.uri, runner.tracker.experiment_id)}")
     return result
-
-
-def _log_best_model(exp: Experiment, runner: _KTRunner, metrics: dict[str, float | None]) -> str:
-    """Score this job's best model on the test split and log it on the parent (as study.py)."""
-    import keras
-
-    from tuning.encoding import CUSTOM_OBJECTS
-
-    data = runner.data
-    model = keras.models.load_model(runner.best_model_path, custom_objects=CUSTOM_OBJECTS)
-    scores = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
-    for k, v in scores.items():
-        metrics[f"test_{k}"] = float(v)
-    metrics["job_best_value"] = runner.best_value
-    runner.parent.set_tags({"model_trial": runner.best_trial})
-    meta = {**data.serving_meta(), "trial": runner.best_trial, "study": exp.study_name}
-    return str(
-        runner.parent.log_model(
-            keras_path=runner.best_model_path,
-            meta=meta,
-            input_example=data.example_rows(5),
-            pip_requirements=_pip_requirements(),
-        )
-    )

@@ -10,12 +10,34 @@ talk to MLflow (``tracking.py`` uploads what this returns) and does not train an
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import optuna
 
-__all__ = ["results_table", "summary_markdown", "trials_table", "write_job_reports"]
+__all__ = [
+    "last_trial_time",
+    "state_counts",
+    "results_table",
+    "summary_markdown",
+    "trials_table",
+    "write_job_reports",
+]
+
+
+def state_counts(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    """Trials per state, every state present (``complete``, ``pruned``, ``fail``, ...)."""
+    counts = {state.name.lower(): 0 for state in optuna.trial.TrialState}
+    for t in trials:
+        counts[t.state.name.lower()] += 1
+    return counts
+
+
+def last_trial_time(trials: Iterable[optuna.trial.FrozenTrial]) -> Any:
+    """When the latest trial ended (or started, if it still runs); None without trials."""
+    times = [t.datetime_complete or t.datetime_start for t in trials]
+    return max((t for t in times if t is not None), default=None)
 
 
 def trials_table(study: optuna.Study) -> list[dict[str, object]]:
@@ -190,9 +212,7 @@ def summary_markdown(
 ) -> str:
     """A short account in words: what was tried, what won, by how much, and how big it is."""
     trials = study.get_trials(deepcopy=False)
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+    counts = state_counts(trials)
     lines = [f"# Study `{study.study_name}`", ""]
     lines.append(
         f"This job ran {job_trials} trial(s) in {seconds:.0f} s. The study now holds "
@@ -255,11 +275,11 @@ def compare_studies(
             (t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None),
             key=lambda t: t.datetime_start,  # type: ignore[arg-type,return-value]
         )
-        counts = {"complete": 0, "pruned": 0, "fail": 0}
-        for t in trials:
-            if t.state.name.lower() in counts:
-                counts[t.state.name.lower()] += 1
-        row: dict[str, object] = {"study": study.study_name, **counts}
+        counts = state_counts(trials)
+        row: dict[str, object] = {
+            "study": study.study_name,
+            **{k: counts[k] for k in ("complete", "pruned", "fail")},
+        }
         ranked = _ranked(study)
         if not ranked:
             rows.append(row)

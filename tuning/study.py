@@ -148,10 +148,9 @@ def _finite(v: Any) -> bool:
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
-    counts = {s.name.lower(): 0 for s in optuna.trial.TrialState}
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state.name.lower()] += 1
-    return counts
+    from tuning.report import state_counts
+
+    return state_counts(study.get_trials(deepcopy=False))
 
 
 def _pip_requirements() -> list[str]:
@@ -334,8 +333,105 @@ def run_job(
     return result
 
 
-class _TrialRunner:
-    """The objective and its bookkeeping for one job."""
+class TrialRunnerBase:
+    """What both engines' trial loops share: the job's best model and how a trial trains.
+
+    Holds the experiment, the data, the MLflow parent run, the job's best model so far (saved to
+    a temporary ``.keras`` file), and the training settings logged with every trial.
+    """
+
+    def __init__(self, exp: Experiment, *, data: Any, tracker: Any, parent: Any, say: Say) -> None:
+        self.exp = exp
+        self.data = data
+        self.tracker = tracker
+        self.parent = parent
+        self.say = say
+        self.tmp = tempfile.TemporaryDirectory(prefix="tuning-")
+        self.best_value: float | None = None
+        self.best_trial: int | None = None
+        self.best_model_path = Path(self.tmp.name) / "best.keras"
+        self.trials_run = 0
+        self.fixed = {
+            "max_epochs": exp.training.max_epochs,
+            "patience": exp.training.early_stopping.patience,
+        }
+
+    def build(self, params: dict[str, Any], *, number: int, max_epochs: int) -> Any:
+        """A fresh session, the trial's seed, and the compiled model."""
+        import keras
+
+        from tuning.model import build_model
+        from tuning.train import fresh_session
+
+        exp = self.exp
+        fresh_session()
+        keras.utils.set_random_seed(exp.study.seed + number)
+        return build_model(
+            params,
+            data=self.data,
+            loss=exp.training.loss,
+            output_activation=exp.training.output_activation,
+            max_epochs=max_epochs,
+        )
+
+    def train(self, model: Any, params: dict[str, Any], *, max_epochs: int, on_epoch: Any) -> Any:
+        """Fit with the experiment's early stopping; the params may override patience."""
+        from tuning.train import fit
+
+        exp = self.exp
+        return fit(
+            model,
+            self.data,
+            monitor=exp.objective.metric,
+            direction=exp.objective.direction,
+            batch_size=int(params.get("batch_size", exp.training.batch_size)),
+            max_epochs=max_epochs,
+            patience=int(params.get("patience", exp.training.early_stopping.patience)),
+            min_delta=exp.training.early_stopping.min_delta,
+            on_epoch=on_epoch,
+            reduce_on_plateau=params.get("lr_schedule") == "reduce_on_plateau",
+        )
+
+    def keep_if_best(self, model: Any, value: float, number: int) -> None:
+        """Save ``model`` as the job's best when it beats the best so far."""
+        if self.exp.tracking.log_models == "none":
+            return
+        better = self.best_value is None or (
+            value < self.best_value
+            if self.exp.objective.direction == "minimize"
+            else value > self.best_value
+        )
+        if better:
+            model.save(self.best_model_path)
+            self.best_value, self.best_trial = value, number
+
+    def log_best_model(self, metrics: dict[str, float | None]) -> str:
+        """Score the job's best model on the test split and log it on the parent run."""
+        import keras
+
+        from tuning.encoding import CUSTOM_OBJECTS
+
+        data = self.data
+        model = keras.models.load_model(self.best_model_path, custom_objects=CUSTOM_OBJECTS)
+        # The test split is touched here only: to score the job's best model.
+        scores = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
+        for k, v in scores.items():
+            metrics[f"test_{k}"] = float(v)
+        metrics["job_best_value"] = self.best_value
+        self.parent.set_tags({"model_trial": self.best_trial})
+        meta = {**data.serving_meta(), "trial": self.best_trial, "study": self.exp.study_name}
+        return str(
+            self.parent.log_model(
+                keras_path=self.best_model_path,
+                meta=meta,
+                input_example=data.example_rows(5),
+                pip_requirements=_pip_requirements(),
+            )
+        )
+
+
+class _TrialRunner(TrialRunnerBase):
+    """The Optuna objective and its bookkeeping for one job."""
 
     def __init__(
         self,
@@ -347,43 +443,17 @@ class _TrialRunner:
         say: Say,
         report_table: bool = True,
     ) -> None:
+        super().__init__(exp, data=data, tracker=tracker, parent=parent, say=say)
         self.report_table = report_table
-        self.exp = exp
-        self.data = data
-        self.tracker = tracker
-        self.parent = parent
-        self.say = say
-        self.tmp = tempfile.TemporaryDirectory(prefix="tuning-")
-        self.best_value: float | None = None
-        self.best_trial: int | None = None
-        self.best_model_path = Path(self.tmp.name) / "best.keras"
         self.histories: dict[int, dict[str, list[float]]] = {}
-        self.trials_run = 0
         self.numbers: set[int] = set()
         self.champion: Any = None
-        self.fixed = {
-            "max_epochs": exp.training.max_epochs,
-            "patience": exp.training.early_stopping.patience,
-        }
-
-    def _better(self, value: float) -> bool:
-        if self.best_value is None:
-            return True
-        if self.exp.objective.direction == "minimize":
-            return value < self.best_value
-        return value > self.best_value
 
     def objective(self, trial: optuna.Trial) -> float:
-        import keras
-
-        from tuning.model import build_model
-        from tuning.train import fit, fresh_session
-
         exp = self.exp
         params = exp.space.suggest(trial)
-        batch_size = int(params.get("batch_size", exp.training.batch_size))
         logged = {**self.fixed, **params}
-        logged.setdefault("batch_size", batch_size)
+        logged.setdefault("batch_size", int(params.get("batch_size", exp.training.batch_size)))
         for name in exp.space.specs:
             if name in params and name not in trial.params:  # fixed values: keep them on the trial
                 trial.set_user_attr(f"fixed.{name}", params[name])
@@ -395,15 +465,8 @@ class _TrialRunner:
             started = time.perf_counter()
             n_params = None
             try:
-                fresh_session()
-                keras.utils.set_random_seed(exp.study.seed + trial.number)
-                model = build_model(
-                    params,
-                    data=self.data,
-                    loss=exp.training.loss,
-                    output_activation=exp.training.output_activation,
-                    max_epochs=exp.training.max_epochs,
-                )
+                max_epochs = exp.training.max_epochs
+                model = self.build(params, number=trial.number, max_epochs=max_epochs)
                 n_params = int(model.count_params())
 
                 def on_epoch(epoch: int, logs: Any) -> None:
@@ -417,24 +480,11 @@ class _TrialRunner:
                             f"pruned after epoch {epoch + 1} with {monitor}={value:.4g}"
                         )
 
-                result = fit(
-                    model,
-                    self.data,
-                    monitor=monitor,
-                    direction=exp.objective.direction,
-                    batch_size=batch_size,
-                    max_epochs=exp.training.max_epochs,
-                    patience=int(params.get("patience", exp.training.early_stopping.patience)),
-                    min_delta=exp.training.early_stopping.min_delta,
-                    on_epoch=on_epoch,
-                    reduce_on_plateau=params.get("lr_schedule") == "reduce_on_plateau",
-                )
+                result = self.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
                 self.histories[trial.number] = result.history
                 run.log_metrics({"objective": result.value, "best_epoch": result.best_epoch})
-                if exp.tracking.log_models != "none" and self._better(result.value):
-                    model.save(self.best_model_path)
-                    self.best_value, self.best_trial = result.value, trial.number
-                return result.value
+                self.keep_if_best(model, result.value, trial.number)
+                return float(result.value)
             except (optuna.TrialPruned, TrialFailed, Exception, KeyboardInterrupt) as e:
                 if not isinstance(e, optuna.TrialPruned):
                     trial.set_user_attr("reason", f"{type(e).__name__}: {e}"[:1000])
@@ -519,7 +569,7 @@ class _TrialRunner:
                     }
                 )
             if self.best_trial is not None and self.best_model_path.exists():
-                model_uri = self._log_best_model(metrics)
+                model_uri = self.log_best_model(metrics)
                 if exp.tracking.register_as and self.best_value is not None:
                     self.champion = parent.register_champion(
                         name=exp.tracking.register_as,
@@ -594,24 +644,3 @@ class _TrialRunner:
 
         self.say(f"MLflow: {ui_link(self.tracker.uri, self.tracker.experiment_id)}")
         return result
-
-    def _log_best_model(self, metrics: dict[str, float | None]) -> str:
-        import keras
-
-        from tuning.encoding import CUSTOM_OBJECTS
-
-        data = self.data
-        model = keras.models.load_model(self.best_model_path, custom_objects=CUSTOM_OBJECTS)
-        # The test split is touched here only: to score the job's best model.
-        scores = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
-        for k, v in scores.items():
-            metrics[f"test_{k}"] = float(v)
-        metrics["job_best_value"] = self.best_value
-        self.parent.set_tags({"model_trial": self.best_trial})
-        meta = {**data.serving_meta(), "trial": self.best_trial, "study": self.exp.study_name}
-        return self.parent.log_model(
-            keras_path=self.best_model_path,
-            meta=meta,
-            input_example=data.example_rows(5),
-            pip_requirements=_pip_requirements(),
-        )

@@ -20,7 +20,7 @@ from typing import Any
 
 from tuning.config import Experiment, redact
 from tuning.errors import TrialFailed
-from tuning.study import JobResult, Say, TrialRunnerBase, validate_job
+from tuning.study import JobResult, Say, TrialRunnerBase, open_job
 
 __all__ = ["KT_DIRECTORY", "run_kt_job"]
 
@@ -136,25 +136,9 @@ def run_kt_job(exp: Experiment, *, say: Say = print) -> JobResult:
         ConfigError: data unavailable or tracking store unusable.
         KeyboardInterrupt: after ending the trial in flight and the parent run as KILLED.
     """
-    from tuning import devices, tracking
 
     t0 = time.perf_counter()
-    data, uri = validate_job(exp)
-    device = devices.configure()
-    tracker = tracking.Tracker(uri=uri, experiment=exp.mlflow_experiment, study=exp.study_name)
-    parent = tracker.start_parent(
-        run_name=f"{exp.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={
-            "objective_metric": exp.objective.metric,
-            "direction": exp.objective.direction,
-            "storage": redact(exp.study.storage),
-            "experiment_file": exp.source,
-            "backend": device["backend"],
-            "devices": device["devices"],
-            "engine": "keras_tuner",
-            "tuner": exp.study.tuner,
-        },
-    )
+    data, uri, tracker, parent = open_job(exp, engine="keras_tuner", tuner=exp.study.tuner)
     status = "FAILED"
     runner = _KTRunner(exp, data=data, tracker=tracker, parent=parent, say=say)
     tuner = None

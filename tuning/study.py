@@ -211,6 +211,32 @@ def validate_job(exp: Experiment) -> tuple[Any, str]:
     return data, uri
 
 
+def open_job(exp: Experiment, **tags: Any) -> tuple[Any, str, Any, Any]:
+    """Validate, then open the MLflow experiment and this job's parent run (either engine).
+
+    Returns:
+        The dataset, the tracking URI, the Tracker and the parent run.
+    """
+    from tuning import devices, tracking
+
+    data, uri = validate_job(exp)
+    device = devices.configure()
+    tracker = tracking.Tracker(uri=uri, experiment=exp.mlflow_experiment, study=exp.study_name)
+    parent = tracker.start_parent(
+        run_name=f"{exp.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={
+            "objective_metric": exp.objective.metric,
+            "direction": exp.objective.direction,
+            "storage": redact(exp.study.storage),
+            "experiment_file": exp.source,
+            "backend": device["backend"],
+            "devices": device["devices"],
+            **tags,
+        },
+    )
+    return data, uri, tracker, parent
+
+
 def prepare_stores(exp: Experiment, uri: str) -> None:
     """Create the study and the MLflow experiment once, before parallel workers open them."""
     from tuning import tracking
@@ -245,26 +271,11 @@ def run_job(
         from tuning.kt_engine import run_kt_job
 
         return run_kt_job(exp, say=say)
-    from tuning import devices, tracking
+    from tuning import tracking
 
     t0 = time.perf_counter()
-    data, uri = validate_job(exp)
-    device = devices.configure()
-
-    # -- create or open -------------------------------------------------------------------------
+    data, uri, tracker, parent = open_job(exp)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tracker = tracking.Tracker(uri=uri, experiment=exp.mlflow_experiment, study=exp.study_name)
-    parent = tracker.start_parent(
-        run_name=f"{exp.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={
-            "objective_metric": exp.objective.metric,
-            "direction": exp.objective.direction,
-            "storage": redact(exp.study.storage),
-            "experiment_file": exp.source,
-            "backend": device["backend"],
-            "devices": device["devices"],
-        },
-    )
     status = "FAILED"
     lost: Exception | None = None  # set when the tracking server stops answering
     try:

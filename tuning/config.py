@@ -161,7 +161,10 @@ class StudyConfig(_Model):
         default=10, ge=1, description="trials this job adds to the study (null: no limit)"
     )
     timeout: float | None = Field(
-        default=None, gt=0, description="seconds after which this job starts no new trial"
+        default=None,
+        gt=0,
+        description="seconds this job may take from its start: no trial starts after it, and "
+        "the trial in flight stops at its next epoch end (recorded PRUNED)",
     )
     seed: int = Field(default=0, description="seed of the sampler and of each trial's weights")
     heartbeat_interval: int | None = Field(

@@ -14,6 +14,7 @@ simplification that costs time, not correctness.
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,7 @@ def run_kt_job(exp: Experiment, *, say: Say = print) -> JobResult:
         finally:
             runner.tmp.cleanup()
             parent.end(status)
+            gc.unfreeze()  # frozen by open_job: let the next job's leftovers be collected
     return result
 
 

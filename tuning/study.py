@@ -11,6 +11,7 @@ every run is still ended.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import os
 import tempfile
@@ -138,6 +139,7 @@ class JobResult:
     seconds: float
     status: str
     champion: Any = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _finite(v: Any) -> bool:
@@ -221,6 +223,9 @@ def open_job(exp: Experiment, **tags: Any) -> tuple[Any, str, Any, Any]:
 
     data, uri = validate_job(exp)
     device = devices.configure()
+    from tuning.train import settle_heap
+
+    settle_heap()
     tracker = tracking.Tracker(uri=uri, experiment=exp.mlflow_experiment, study=exp.study_name)
     parent = tracker.start_parent(
         run_name=f"{exp.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -308,14 +313,24 @@ def run_job(
                 f"{tracker.experiment_name!r}; pass --experiment-name {exp.mlflow_experiment} "
                 "to keep it with the study's other runs"
             )
+        # The time budget counts from the start of the job, and it is a deadline: no trial
+        # starts after it, and the trial in flight stops at its next epoch end.
+        deadline = t0 + exp.study.timeout if exp.study.timeout else None
         runner = _TrialRunner(
-            exp, data=data, tracker=tracker, parent=parent, say=say, report_table=report_table
+            exp,
+            data=data,
+            tracker=tracker,
+            parent=parent,
+            say=say,
+            report_table=report_table,
+            deadline=deadline,
         )
+        runner.timings["setup"] = time.perf_counter() - t0
         try:
             study.optimize(
                 runner.objective,
                 n_trials=exp.study.n_trials,
-                timeout=exp.study.timeout,
+                timeout=max(deadline - time.perf_counter(), 1e-3) if deadline else None,
                 catch=(TrialFailed,),
                 callbacks=[runner.after_trial],
                 gc_after_trial=False,  # the runner frees the Keras session before each build
@@ -336,9 +351,11 @@ def run_job(
                 ) from e
             raise
         finally:
+            runner.timings["loop"] = time.perf_counter() - t0 - runner.timings["setup"]
             if lost is None:
                 result = runner.finish(study, t0=t0, status=status)
     finally:
+        gc.unfreeze()  # frozen by open_job: let this job's objects be collected afterwards
         if lost is None:
             parent.end(status)
     return result
@@ -453,9 +470,13 @@ class _TrialRunner(TrialRunnerBase):
         parent: Any,
         say: Say,
         report_table: bool = True,
+        deadline: float | None = None,
     ) -> None:
         super().__init__(exp, data=data, tracker=tracker, parent=parent, say=say)
         self.report_table = report_table
+        self.deadline = deadline
+        # Where the job's time goes (seconds): setup, loop, build, fit, epoch_hooks, finish.
+        self.timings: dict[str, float] = {"setup": 0.0, "build": 0.0, "fit": 0.0, "hooks": 0.0}
         self.histories: dict[int, dict[str, list[float]]] = {}
         self.numbers: set[int] = set()
         self.champion: Any = None
@@ -479,8 +500,16 @@ class _TrialRunner(TrialRunnerBase):
                 max_epochs = exp.training.max_epochs
                 model = self.build(params, number=trial.number, max_epochs=max_epochs)
                 n_params = int(model.count_params())
+                self.timings["build"] += time.perf_counter() - started
 
                 def on_epoch(epoch: int, logs: Any) -> None:
+                    hook_start = time.perf_counter()
+                    try:
+                        report_epoch(epoch, logs)
+                    finally:
+                        self.timings["hooks"] += time.perf_counter() - hook_start
+
+                def report_epoch(epoch: int, logs: Any) -> None:
                     run.log_epoch(epoch, logs)
                     value = logs.get(monitor)
                     if value is None or not _finite(value):
@@ -490,8 +519,17 @@ class _TrialRunner(TrialRunnerBase):
                         raise optuna.TrialPruned(
                             f"pruned after epoch {epoch + 1} with {monitor}={value:.4g}"
                         )
+                    if self.deadline is not None and time.perf_counter() >= self.deadline:
+                        raise optuna.TrialPruned(
+                            f"stopped after epoch {epoch + 1} at the job's time budget "
+                            f"({exp.study.timeout:g}s) with {monitor}={value:.4g}"
+                        )
 
-                result = self.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
+                fit_start = time.perf_counter()
+                try:
+                    result = self.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
+                finally:
+                    self.timings["fit"] += time.perf_counter() - fit_start
                 self.histories[trial.number] = result.history
                 run.log_metrics({"objective": result.value, "best_epoch": result.best_epoch})
                 self.keep_if_best(model, result.value, trial.number)
@@ -515,6 +553,25 @@ class _TrialRunner(TrialRunnerBase):
                         "train_seconds": seconds,
                     }
                 )
+
+    def time_breakdown(self, job_seconds: float) -> dict[str, float]:
+        """Where the job's time went, in seconds, and study + tracking as a fraction of it.
+
+        ``fit`` is ``model.fit`` without the per-epoch hooks; ``study_tracking`` is the rest of
+        the trial loop: sampling, the Optuna storage, MLflow logging, callbacks and the hooks.
+        """
+        tm = self.timings
+        fit = tm["fit"] - tm["hooks"]
+        loop = tm.get("loop", tm["build"] + tm["fit"])
+        study_tracking = max(loop - tm["build"] - fit, 0.0)
+        return {
+            "setup": tm["setup"],
+            "build": tm["build"],
+            "fit": fit,
+            "study_tracking": study_tracking,
+            "finish": tm.get("finish", 0.0),
+            "fraction": study_tracking / job_seconds if job_seconds > 0 else 0.0,
+        }
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         state = trial.state.name.lower()
@@ -543,6 +600,7 @@ class _TrialRunner(TrialRunnerBase):
 
         exp = self.exp
         parent = self.parent
+        finish_start = time.perf_counter()
         counts = _counts(study)
         best_trial = None
         try:
@@ -612,7 +670,12 @@ class _TrialRunner(TrialRunnerBase):
                 "summary.md",
             )
         finally:
-            metrics["job_seconds"] = time.perf_counter() - t0
+            job_seconds = time.perf_counter() - t0
+            metrics["job_seconds"] = job_seconds
+            self.timings["finish"] = time.perf_counter() - finish_start
+            breakdown = self.time_breakdown(job_seconds)
+            metrics.update({f"seconds_{k}": v for k, v in breakdown.items() if k != "fraction"})
+            metrics["study_tracking_fraction"] = breakdown["fraction"]
             parent.log_metrics(metrics)
             self.tmp.cleanup()
         result = JobResult(
@@ -629,6 +692,7 @@ class _TrialRunner(TrialRunnerBase):
             seconds=time.perf_counter() - t0,
             status=status,
             champion=self.champion,
+            timings=breakdown,
         )
         added = {k: 0 for k in counts}
         for t in study.get_trials(deepcopy=False):  # this job's own trials, not other workers'
@@ -638,6 +702,11 @@ class _TrialRunner(TrialRunnerBase):
             f"job {status.lower()}: {self.trials_run} trial(s) run "
             f"({added['complete']} complete, {added['pruned']} pruned, {added['fail']} failed) "
             f"in {result.seconds:.1f}s; study has {sum(counts.values())} trials"
+        )
+        self.say(
+            f"time: setup {breakdown['setup']:.1f}s, build {breakdown['build']:.1f}s, "
+            f"fit {breakdown['fit']:.1f}s, study+tracking {breakdown['study_tracking']:.1f}s "
+            f"({100 * breakdown['fraction']:.1f}%), finish {breakdown['finish']:.1f}s"
         )
         if self.report_table:
             for line in report.results_table(study, top=5):

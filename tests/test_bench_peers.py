@@ -1,0 +1,53 @@
+"""Keeps benchmarks/peers.py from rotting: its smoke mode runs every contestant on tiny data.
+
+No timing is asserted: the benchmark's figures live in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+SCRIPT = ROOT / "benchmarks" / "peers.py"
+
+
+def _run(tmp_path: Path, only: str, budget: int) -> dict:
+    out = tmp_path / "peers.json"
+    cmd = [sys.executable, str(SCRIPT), "--smoke", "--budget", str(budget), "--only", only]
+    cmd += ["--workdir", str(tmp_path / "work"), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def _check_contestant(r: dict, budget: int) -> None:
+    assert "error" not in r, r
+    assert r["finished"] + r["pruned"] >= 1
+    assert 0 < r["best_val_accuracy"] <= 1 and 0 < r["test_accuracy"] <= 1
+    assert r["epochs_trained"] >= 1 and 0 < r["fit_seconds"] < r["search_seconds"]
+    assert 0 < r["not_fit_fraction"] < 1
+    assert all(t["end"] <= budget for t in r["trials"])  # only trials within the budget count
+
+
+def test_smoke_optuna_loop_and_tool(tmp_path: Path) -> None:
+    summary = _run(tmp_path, "optuna_loop,tool_book", budget=20)
+    for name in ("optuna_loop", "tool_book"):
+        _check_contestant(summary["results"][name], 20)
+    tool = summary["results"]["tool_book"]
+    assert set(tool["tool_timings"]) >= {"setup", "build", "fit", "study_tracking", "finish"}
+    assert "trials_per_hour_ratio_tool_book_vs_optuna_loop" in summary["goals"]
+
+
+@pytest.mark.slow
+def test_smoke_every_contestant(tmp_path: Path) -> None:
+    names = "kt_random,kt_hyperband,optuna_loop,tool_book,tool_stretch,throughput"
+    summary = _run(tmp_path, names, budget=20)
+    for name in names.split(",")[:-1]:
+        _check_contestant(summary["results"][name], 20)
+    assert summary["results"]["throughput"]["batch_32_jit_auto"]["samples_per_second"] > 0
+    assert summary["goals"]["best_tool_test_minus_best_peer_test"] is not None

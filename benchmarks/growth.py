@@ -1,0 +1,448 @@
+"""Growth benchmark: does the per-trial overhead stay flat as a study grows to 1,000 trials?
+
+What it measures: the cost of everything around training in one job of many trials — the
+sampler, the Optuna SQLite storage (per-epoch ``trial.report``, ``should_prune``, user attrs,
+heartbeats, ``tell``), the MLflow child run of every trial (params, per-epoch metrics, tags) and
+the job's callbacks — at trials 10, 100 and 1,000. The goal is flat: per-trial overhead at trial
+1,000 within 1.5x of trial 10.
+
+How: it writes an experiment (digits, a small search space with a conditional parameter, TPE
+with 10 start-up trials, the median pruner, SQLite for Optuna and MLflow, ``log_models: none``)
+into ``--workdir`` and runs the real :func:`tuning.study.run_job` on it, with only the Keras part
+replaced: ``TrialRunnerBase.build`` returns a stand-in model and ``TrialRunnerBase.train`` makes
+deterministic synthetic epochs (a smooth function of the parameters plus seeded noise) and calls
+the same ``on_epoch`` hook Keras would, so pruning, reporting and logging happen as in a real job
+while the fit itself costs about nothing. The gap between two consecutive ``trial N ...`` lines
+of the job's output is then the whole cost of one trial. Wrappers around the sampler, the Optuna
+storage, ``Trial.should_prune`` and ``MlflowClient`` split that cost into its parts (each call is
+counted once, in the outermost wrapped part: the sampler's own storage reads count as sampler).
+
+Run it (from the repository root; 1,000 trials take several minutes)::
+
+    python benchmarks/growth.py --trials 1000 --epochs 10 --workdir /tmp/growth --out growth.json
+
+``--workdir`` must not hold a study already (use a fresh folder). It prints a markdown table and
+writes the numbers to ``--out`` as JSON. This is a benchmark, not a test: nothing is asserted.
+
+The table has one row per window of ten trials (6-15, 96-105, 991-1000; fewer with fewer
+trials): the mean epochs trained, the median and mean milliseconds per trial, and the mean
+milliseconds of each part ("other" is the rest: the runner's own code, Optuna's loop, the
+synthetic fit). The median pruner prunes most trials after a few epochs once the study has some
+history, so early windows may train more epochs per trial than late ones; ``--pruner none``
+trains every trial for the same epochs and isolates growth in the fixed per-trial costs. The
+SQLite writes (storage, MLflow) dominate and vary a lot on a busy machine; the JSON keeps every
+trial's seconds, epochs and parts (``per_trial_*``) for a trend over wider bins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import yaml
+
+SPACE: dict[str, Any] = {
+    "n_hidden": {"type": "int", "low": 1, "high": 3},
+    "n_neurons": {"type": "int", "low": 8, "high": 128, "log": True},
+    "activation": {"type": "categorical", "choices": ["relu", "elu"]},
+    "optimizer": {"type": "categorical", "choices": ["adam", "nesterov"]},
+    "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+    "momentum": {"type": "float", "low": 0.8, "high": 0.99, "when": {"optimizer": ["nesterov"]}},
+    "batch_size": 64,
+}
+PARTS = ("sampler", "pruner", "storage", "mlflow")
+N_FEATURES, N_CLASSES = 64, 10  # digits
+
+
+def write_experiment(
+    workdir: Path, *, trials: int, epochs: int, sampler: str, pruner: str
+) -> Path:
+    """Write the experiment and its search space into ``workdir``; return the experiment path."""
+    db = workdir.resolve()
+    exp: dict[str, Any] = {
+        "name": "growth",
+        "description": "growth benchmark: synthetic fits, real study and tracking",
+        "dataset": {"name": "digits"},
+        "search_space": "space.yaml",
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "study": {
+            "storage": f"sqlite:///{db / 'optuna.db'}",
+            "sampler": {"type": sampler, "n_startup_trials": 10, "seed": 0},
+            "pruner": (
+                {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 2}
+                if pruner == "median"
+                else "none"
+            ),
+            "n_trials": trials,
+            "seed": 0,
+        },
+        "training": {
+            "max_epochs": epochs,
+            "batch_size": 64,
+            "early_stopping": {"patience": 3},
+        },
+        "tracking": {"uri": f"sqlite:///{db / 'mlflow.db'}", "log_models": "none"},
+    }
+    (workdir / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    path = workdir / "growth.yaml"
+    path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    return path
+
+
+# --- the synthetic Keras part ---------------------------------------------------------------
+
+
+class StandInModel:
+    """What the runner needs of a model: its size and a way to save it. No Keras."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.params = dict(params)
+
+    def count_params(self) -> int:
+        width, n_in, total = int(self.params["n_neurons"]), N_FEATURES, 0
+        for _ in range(int(self.params["n_hidden"])):
+            total += (n_in + 1) * width
+            n_in = width
+        return total + (n_in + 1) * N_CLASSES
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(json.dumps(self.params))
+
+
+def synthetic_build(
+    self: Any, params: dict[str, Any], *, number: int, max_epochs: int
+) -> StandInModel:
+    """Stand-in for ``TrialRunnerBase.build``."""
+    return StandInModel(params)
+
+
+def synthetic_curve(params: Mapping[str, Any], epochs: int) -> list[dict[str, float]]:
+    """Deterministic per-epoch logs: best near lr=3e-3 and wide layers, rising with epochs."""
+    rng = random.Random(json.dumps(dict(params), sort_keys=True, default=str))
+    distance = math.log10(float(params["learning_rate"]) / 3e-3)
+    width = math.log2(float(params["n_neurons"]) / 8) / 4  # 0 .. 1
+    ceiling = 0.97 - 0.12 * distance**2 + 0.03 * width - 0.01 * (int(params["n_hidden"]) - 2) ** 2
+    ceiling = min(max(ceiling, 0.15), 0.99)
+    speed = 1.5 + 2.0 * max(0.0, -distance)  # small learning rates learn slowly
+    logs = []
+    for epoch in range(epochs):
+        progress = 1.0 - math.exp(-(epoch + 1) / speed)
+        acc = min(max(0.1 + (ceiling - 0.1) * progress + rng.gauss(0, 0.005), 0.0), 1.0)
+        val = min(max(acc - 0.01 + rng.gauss(0, 0.01), 0.0), 1.0)
+        logs.append(
+            {
+                "loss": -math.log(max(acc, 1e-3)),
+                "accuracy": acc,
+                "val_loss": -math.log(max(val, 1e-3)),
+                "val_accuracy": val,
+            }
+        )
+    return logs
+
+
+def synthetic_train(
+    self: Any,
+    model: StandInModel,
+    params: dict[str, Any],
+    *,
+    max_epochs: int,
+    on_epoch: Callable[[int, Mapping[str, float]], None],
+) -> Any:
+    """Stand-in for ``TrialRunnerBase.train``: the same hook per epoch, early stopping included.
+
+    ``optuna.TrialPruned`` raised by ``on_epoch`` propagates, as it does out of ``model.fit``.
+    """
+    from tuning.train import FitResult
+
+    start = time.perf_counter()
+    patience = int(params.get("patience", self.exp.training.early_stopping.patience))
+    history: dict[str, list[float]] = defaultdict(list)
+    best, best_epoch = -math.inf, 0
+    for epoch, logs in enumerate(synthetic_curve(params, max_epochs)):
+        for k, v in logs.items():
+            history[k].append(v)
+        on_epoch(epoch, logs)
+        if logs["val_accuracy"] > best:
+            best, best_epoch = logs["val_accuracy"], epoch
+        elif epoch - best_epoch >= patience:
+            break
+    return FitResult(
+        value=best,
+        best_epoch=best_epoch,
+        epochs=len(history["loss"]),
+        seconds=time.perf_counter() - start,
+        history=dict(history),
+        n_params=model.count_params(),
+    )
+
+
+# --- timing -----------------------------------------------------------------------------------
+
+
+class Meter:
+    """Per-trial time of the wrapped parts, each call counted once in its outermost part.
+
+    Only calls on the main thread count (Optuna's heartbeat thread writes on its own).
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.main = threading.main_thread().ident
+        self.bucket: dict[str, float] = defaultdict(float)
+        self.trials: list[dict[str, Any]] = []  # one per "trial ..." line, in order
+        self.last: float | None = None
+        self.lines: list[str] = []
+
+    def wrap(self, stack: ExitStack, owner: type, name: str, part: str) -> None:
+        """Patch ``owner.name`` with a timed wrapper for the life of ``stack``."""
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self.depth or threading.get_ident() != self.main:
+                return original(*args, **kwargs)
+            self.depth += 1
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.depth -= 1
+                elapsed = time.perf_counter() - start
+                self.bucket[part] += elapsed
+                self.bucket[f"{part}:{name}"] += elapsed
+
+        stack.enter_context(mock.patch.object(owner, name, timed))
+
+    def wrap_public(self, stack: ExitStack, owner: type, part: str) -> None:
+        """Wrap every public method of ``owner`` (its own and inherited)."""
+        for name in dir(owner):
+            if name.startswith("_"):
+                continue
+            if inspect.isfunction(inspect.getattr_static(owner, name)):
+                self.wrap(stack, owner, name, part)
+
+    def say(self, line: str) -> None:
+        """The job's ``say``: one ``trial`` line per finished trial closes that trial's bucket."""
+        now = time.perf_counter()
+        if line.startswith("trial "):
+            fields = line.split()
+            entry: dict[str, Any] = {"number": int(fields[1]), "state": fields[2]}
+            epochs = [f for f in fields if f.startswith("epochs=")]
+            entry["epochs"] = int(epochs[0].removeprefix("epochs=")) if epochs else None
+            entry["seconds"] = None if self.last is None else now - self.last
+            entry["parts"] = dict(self.bucket)
+            self.trials.append(entry)
+            self.bucket.clear()
+            self.last = now
+            n = len(self.trials)
+            if n % 100 == 0:
+                print(f"  {n} trials, last {1000 * (entry['seconds'] or 0):.0f} ms", flush=True)
+        else:
+            self.lines.append(line)
+            if line.startswith("study "):  # said once, just before the trial loop starts
+                self.last = now
+
+
+def instrument(stack: ExitStack, meter: Meter, sampler: str) -> None:
+    """Swap the Keras part for the synthetic one and wrap the parts to be timed."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.storages._cached_storage import _CachedStorage
+
+    from tuning.study import TrialRunnerBase
+
+    # _TrialRunner inherits build and train from TrialRunnerBase and calls them via self.
+    stack.enter_context(mock.patch.object(TrialRunnerBase, "build", synthetic_build))
+    stack.enter_context(mock.patch.object(TrialRunnerBase, "train", synthetic_train))
+    cls = optuna.samplers.TPESampler if sampler == "tpe" else optuna.samplers.RandomSampler
+    for name in (
+        "before_trial",
+        "infer_relative_search_space",
+        "sample_relative",
+        "sample_independent",
+        "after_trial",
+    ):
+        meter.wrap(stack, cls, name, "sampler")
+    meter.wrap(stack, optuna.trial.Trial, "should_prune", "pruner")
+    meter.wrap_public(stack, _CachedStorage, "storage")
+    meter.wrap_public(stack, optuna.storages.RDBStorage, "storage")
+    for name in ("create_run", "log_batch", "set_terminated", "set_tag", "get_run"):
+        meter.wrap(stack, MlflowClient, name, "mlflow")
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def windows(n: int) -> list[tuple[int, int, int]]:
+    """(centre, first, last) trial ordinals (1-based) of the windows: 10, 100, 1000, ..., n."""
+    centres = []
+    c = 10
+    while c <= n:
+        centres.append(c)
+        c *= 10
+    if n > 10 and n not in centres:
+        centres.append(n)
+    out: list[tuple[int, int, int]] = []
+    for c in centres:
+        first, last = c - 4, c + 5
+        if last > n:
+            first, last = max(n - 9, 2), n
+        if not out or (first, last) != out[-1][1:]:
+            out.append((c, first, last))
+    return out
+
+
+def summarize(meter: Meter, n: int) -> list[dict[str, Any]]:
+    """Per window: median and mean seconds per trial, and the mean of each part."""
+    rows = []
+    for centre, first, last in windows(n):
+        picked = [t for t in meter.trials[first - 1 : last] if t["seconds"] is not None]
+        if not picked:
+            continue
+        secs = [t["seconds"] for t in picked]
+        parts = {p: statistics.fmean(t["parts"].get(p, 0.0) for t in picked) for p in PARTS}
+        parts["other"] = statistics.fmean(secs) - sum(parts.values())
+        detail: dict[str, float] = defaultdict(float)
+        for t in picked:
+            for k, v in t["parts"].items():
+                if ":" in k:
+                    detail[k] += v / len(picked)
+        top = dict(sorted(detail.items(), key=lambda kv: -kv[1])[:8])
+        rows.append(
+            {
+                "trial": centre,
+                "trials": [first, last],
+                "epochs_mean": statistics.fmean(t["epochs"] or 0 for t in picked),
+                "median_s": statistics.median(secs),
+                "mean_s": statistics.fmean(secs),
+                "parts_mean_s": parts,
+                "top_calls_mean_s": top,
+                "states": dict(sorted(_count(t["state"] for t in picked).items())),
+            }
+        )
+    return rows
+
+
+def _count(items: Any) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for item in items:
+        out[item] += 1
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The windows as a markdown table, in milliseconds."""
+    head = "| trial | window | epochs | median ms | mean ms | " + " | ".join(PARTS) + " | other |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        p = r["parts_mean_s"]
+        cells = [
+            str(r["trial"]),
+            f"{r['trials'][0]}-{r['trials'][1]}",
+            f"{r['epochs_mean']:.1f}",
+            f"{1000 * r['median_s']:.1f}",
+            f"{1000 * r['mean_s']:.1f}",
+            *(f"{1000 * p[k]:.1f}" for k in (*PARTS, "other")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--workdir", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    ap.add_argument("--pruner", choices=("median", "none"), default="median")
+    args = ap.parse_args(argv)
+
+    workdir: Path = args.workdir.resolve()
+    out: Path = args.out.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for db in ("optuna.db", "mlflow.db"):
+        if (workdir / db).exists():
+            ap.error(f"{workdir / db} exists: give a fresh --workdir")
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        os.environ.pop(var, None)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TUNING_OFFLINE", "1")
+    path = write_experiment(
+        workdir, trials=args.trials, epochs=args.epochs, sampler=args.sampler, pruner=args.pruner
+    )
+    os.chdir(workdir)  # MLflow's default artifact root is ./mlruns
+
+    from tuning.config import load_experiment
+    from tuning.study import run_job
+
+    exp = load_experiment(path)
+    meter = Meter()
+    print(f"growth: {args.trials} trials x {args.epochs} epochs in {workdir}", flush=True)
+    with ExitStack() as stack:
+        instrument(stack, meter, args.sampler)
+        result = run_job(exp, say=meter.say, report_table=False)
+
+    rows = summarize(meter, len(meter.trials))
+    ratio = rows[-1]["median_s"] / rows[0]["median_s"] if rows else None
+    report = {
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "sampler": args.sampler,
+        "pruner": args.pruner,
+        "workdir": str(workdir),
+        "windows": rows,
+        "ratio_last_to_first": ratio,
+        "goal": "ratio <= 1.5",
+        "counts": {k: v for k, v in result.counts.items() if v},
+        "trials_run": result.trials_run,
+        "seconds": result.seconds,
+        "timings": result.timings,
+        "status": result.status,
+        "per_trial_s": [t["seconds"] for t in meter.trials],
+        "per_trial_epochs": [t["epochs"] for t in meter.trials],
+        "per_trial_parts_s": {
+            p: [round(t["parts"].get(p, 0.0), 6) for t in meter.trials] for p in PARTS
+        },
+        "job_lines": meter.lines,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+
+    print()
+    print(table(rows))
+    print()
+    if ratio is not None:
+        verdict = "flat" if ratio <= 1.5 else "GROWS"
+        print(
+            f"ratio trial {rows[-1]['trial']} / trial {rows[0]['trial']} (median): "
+            f"{ratio:.2f} ({verdict}; goal <= 1.5)"
+        )
+    tm = result.timings
+    print(
+        f"job: {result.trials_run} trials {report['counts']} in {result.seconds:.1f}s; "
+        f"setup {tm['setup']:.1f}s, build {tm['build']:.2f}s, fit {tm['fit']:.2f}s, "
+        f"study+tracking {tm['study_tracking']:.1f}s ({100 * tm['fraction']:.0f}%), "
+        f"finish {tm['finish']:.1f}s"
+    )
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

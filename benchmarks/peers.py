@@ -119,7 +119,6 @@ class Clock:
         self.deadline = deadline
         self.fit_seconds = 0.0
         self.epochs = 0
-        self.expired = False
 
     def callback(self) -> Any:
         import keras
@@ -136,7 +135,6 @@ class Clock:
             def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
                 clock.epochs += 1
                 if time.time() >= clock.deadline:
-                    clock.expired = True
                     self.model.stop_training = True
 
         return _Cb()
@@ -202,12 +200,6 @@ def run_kt(kind: str, budget: float, workdir: Path, smoke: bool) -> dict[str, An
         )
         callbacks.append(keras.callbacks.EarlyStopping(patience=2))
 
-    class StopAtDeadline(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            if time.time() >= deadline:
-                tuner.oracle.max_trials = len(tuner.oracle.trials)
-
-    callbacks.append(StopAtDeadline())
     tuner.search(
         x_train,
         y_train,

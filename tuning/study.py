@@ -475,8 +475,9 @@ class _TrialRunner(TrialRunnerBase):
         super().__init__(exp, data=data, tracker=tracker, parent=parent, say=say)
         self.report_table = report_table
         self.deadline = deadline
-        # Where the job's time goes (seconds): setup, loop, build, fit, epoch_hooks, finish.
-        self.timings: dict[str, float] = {"setup": 0.0, "build": 0.0, "fit": 0.0, "hooks": 0.0}
+        # Seconds: build and fit (hooks included) summed over trials, and the per-epoch hooks
+        # alone; run_job adds setup and loop, finish() adds finish.
+        self.timings: dict[str, float] = {"build": 0.0, "fit": 0.0, "hooks": 0.0}
         self.histories: dict[int, dict[str, list[float]]] = {}
         self.numbers: set[int] = set()
         self.champion: Any = None
@@ -562,14 +563,13 @@ class _TrialRunner(TrialRunnerBase):
         """
         tm = self.timings
         fit = tm["fit"] - tm["hooks"]
-        loop = tm.get("loop", tm["build"] + tm["fit"])
-        study_tracking = max(loop - tm["build"] - fit, 0.0)
+        study_tracking = max(tm["loop"] - tm["build"] - fit, 0.0)
         return {
             "setup": tm["setup"],
             "build": tm["build"],
             "fit": fit,
             "study_tracking": study_tracking,
-            "finish": tm.get("finish", 0.0),
+            "finish": tm["finish"],
             "fraction": study_tracking / job_seconds if job_seconds > 0 else 0.0,
         }
 
@@ -670,9 +670,9 @@ class _TrialRunner(TrialRunnerBase):
                 "summary.md",
             )
         finally:
-            job_seconds = time.perf_counter() - t0
-            metrics["job_seconds"] = job_seconds
-            self.timings["finish"] = time.perf_counter() - finish_start
+            now = time.perf_counter()
+            job_seconds = metrics["job_seconds"] = now - t0
+            self.timings["finish"] = now - finish_start
             breakdown = self.time_breakdown(job_seconds)
             metrics.update({f"seconds_{k}": v for k, v in breakdown.items() if k != "fraction"})
             metrics["study_tracking_fraction"] = breakdown["fraction"]

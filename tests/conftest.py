@@ -16,6 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["TUNING_OFFLINE"] = "1"  # never wait on a download in tests
+os.environ.setdefault("TUNING_CACHE_DIR", str(ROOT / ".pytest_cache" / "tuning"))
+# The suite runs on the backend a job would pick (`training.backend: auto`), fixed here before any
+# test module imports keras; CI runs part of it again with KERAS_BACKEND=tensorflow.
+from tuning import backend  # noqa: E402
+
+backend.select("auto")
 
 
 @pytest.fixture(autouse=True)

@@ -49,8 +49,8 @@ def test_two_workers_share_one_study(make_experiment, workdir: Path) -> None:
 
 
 def test_sigterm_ends_the_trial_killed_and_the_job_130(make_experiment, workdir: Path) -> None:
-    exp = make_experiment("term", study__n_trials=1, training__max_epochs=1000)
-    exp.write_text(exp.read_text().replace("patience: 2", "patience: 1000"))
+    exp = make_experiment("term", study__n_trials=1, training__max_epochs=100_000)
+    exp.write_text(exp.read_text().replace("patience: 2", "patience: 100000"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuning", "run", str(exp)],
         cwd=workdir, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -1,20 +1,37 @@
 """The logged model's code (MLflow "models from code"): a Keras MLP behind the pyfunc interface.
 
 Part of the tracking layer. ``tracking.ParentRun.log_model`` logs this file with ``encoding.py``
-beside it (``code_paths``), so loading the model needs mlflow, numpy, pandas and Keras only, never
-this package. ``predict`` takes raw rows (a DataFrame with the original columns, or raw pixel
+and ``keras_backend.py`` (the backend it was trained on) beside it (``code_paths``), so loading
+the model needs mlflow, numpy, pandas and Keras only, never this package. ``predict`` takes raw
+rows (a DataFrame with the original columns, or raw pixel
 arrays) and returns class labels for classification (a DataFrame of class probabilities with
 ``params={"output": "probabilities"}``) and values for regression.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import sys
 import warnings
 from typing import Any
 
 import mlflow
 from mlflow.pyfunc import PythonModel
+
+try:  # as logged: keras_backend.py names the backend the model was trained on
+    from keras_backend import BACKEND  # type: ignore[import-not-found]
+except ImportError:
+    BACKEND = ""
+# Serve on the training backend unless the user chose one ($KERAS_BACKEND) or keras is live.
+if (
+    BACKEND
+    and not os.environ.get("KERAS_BACKEND")
+    and "keras" not in sys.modules
+    and importlib.util.find_spec(BACKEND) is not None
+):
+    os.environ["KERAS_BACKEND"] = BACKEND
 
 try:  # as logged: encoding.py sits in the model's code folder, on sys.path
     from encoding import decode, load_keras, prepare  # type: ignore[import-not-found]

@@ -73,6 +73,11 @@ def _duration(value: str | None) -> float | None:
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    from tuning.study import STOP
+
+    # Raised wherever the main thread is; if that spot swallows it (a finalizer, a library's
+    # catch-all), the job still stops at the next epoch end or trial end, where STOP is checked.
+    STOP.set()
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -332,6 +337,7 @@ def show(
                     "trials": len(trials),
                     "states": counts,
                     "last_trial_at": last.isoformat() if last else None,
+                    "backends": _backends(trials),
                     "best": best,
                 },
                 indent=2,
@@ -345,6 +351,9 @@ def show(
     )
     if last:
         typer.echo(f"last trial: {last:%Y-%m-%d %H:%M:%S}")
+    backends = _backends(trials)
+    if backends:
+        typer.echo("backend: " + ", ".join(f"{name} ({n} trials)" for name, n in backends.items()))
     for line in results_table(study, top=top):
         typer.echo(line)
 
@@ -370,7 +379,7 @@ def best(
     typer.echo(f"trial {found['number']}: value {found['value']:.6g}")
     for key, value in found["params"].items():
         typer.echo(f"  {key:<20} {value}")
-    for key in ("epochs_trained", "n_params", "train_seconds", "mlflow_run_id"):
+    for key in ("epochs_trained", "n_params", "train_seconds", "backend", "mlflow_run_id"):
         if found.get(key) is not None:
             typer.echo(f"  {key:<20} {found[key]}")
 
@@ -564,14 +573,24 @@ def _best(study: Any) -> dict[str, Any] | None:
         "params": {**trial.params, **fixed},
         **{
             k: trial.user_attrs.get(k)
-            for k in ("epochs_trained", "n_params", "train_seconds", "mlflow_run_id")
+            for k in ("epochs_trained", "n_params", "train_seconds", "backend", "mlflow_run_id")
         },
     }
 
 
+def _backends(trials: list[Any]) -> dict[str, int]:
+    """How many trials each Keras backend trained (trials from before it was recorded: none)."""
+    counts: dict[str, int] = {}
+    for t in trials:
+        name = t.user_attrs.get("backend")
+        if name:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def main() -> None:
     """Console-script entry point."""
-    from tuning.devices import prepare_environment
+    from tuning.backend import prepare_environment
 
     prepare_environment()
     app()

@@ -230,6 +230,11 @@ class TrainingConfig(_Model):
         default="auto",
         description="regression output: auto/linear, or softplus/relu for positive values",
     )
+    backend: Literal["auto", "jax", "tensorflow", "torch"] = Field(
+        default="auto",
+        description="Keras backend: auto ($KERAS_BACKEND if set, else the fastest installed: "
+        "jax, then tensorflow, then torch), or one by name",
+    )
 
 
 class TrackingConfig(_Model):

@@ -102,6 +102,53 @@ def _initializer(activation: str, chosen: str) -> str:
     return "glorot_uniform"
 
 
+# name -> (scale, mode, distribution) of keras.initializers.VarianceScaling.
+_VARIANCE_SCALING = {
+    "glorot_uniform": (1.0, "fan_avg", "uniform"),
+    "glorot_normal": (1.0, "fan_avg", "truncated_normal"),
+    "he_uniform": (2.0, "fan_in", "uniform"),
+    "he_normal": (2.0, "fan_in", "truncated_normal"),
+    "lecun_normal": (1.0, "fan_in", "truncated_normal"),
+    "lecun_uniform": (1.0, "fan_in", "uniform"),
+}
+
+
+class _HostInitializer(keras.initializers.Initializer):
+    """Keras's variance-scaling initializers computed with NumPy on the host.
+
+    The same distributions as ``keras.initializers.get(name)``, drawn from NumPy's generator
+    (seeded by ``keras.utils.set_random_seed``). On JAX each backend random op compiles an XLA
+    program per new weight shape: about 0.15 s per layer, more than a small trial trains.
+    NumPy needs no compilation. :func:`build_model` puts the standard initializer back on the
+    layers once their weights exist, so a saved model names only Keras's own classes.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+        scale, mode, distribution = _VARIANCE_SCALING[self.name]
+        fan_in, fan_out = (shape[0], shape[-1]) if len(shape) > 1 else (shape[0], shape[0])
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
+        rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
+        if distribution == "uniform":
+            limit = np.sqrt(3.0 * scale / max(1.0, n))
+            values = rng.uniform(-limit, limit, size=shape)
+        else:
+            # Keras's truncated normal: redraw beyond 2 stddev; 0.8796... corrects the variance.
+            stddev = np.sqrt(scale / max(1.0, n)) / 0.87962566103423978
+            values = rng.standard_normal(size=shape)
+            out = np.abs(values) > 2.0
+            while out.any():
+                values[out] = rng.standard_normal(size=int(out.sum()))
+                out = np.abs(values) > 2.0
+            values *= stddev
+        return values.astype(dtype or keras.backend.floatx())
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
 def _feature_stats(data: Dataset) -> tuple[list[int], list[float], list[float]]:
     """Mean and standard deviation of the numeric training columns, computed once."""
     if "feature_stats" not in data.extra:
@@ -179,7 +226,7 @@ def build_model(
             width,
             activation=None if bn else activation,
             use_bias=not bn,
-            kernel_initializer=init,
+            kernel_initializer=_HostInitializer(init),
             kernel_regularizer=reg,
             name=f"hidden_{i}",
         )(x)
@@ -190,8 +237,13 @@ def build_model(
             drop = keras.layers.AlphaDropout if activation == "selu" else keras.layers.Dropout
             x = drop(dropout, name=f"dropout_{i}")(x)
     head, loss_fn, metrics = _head(data, loss=loss, output_activation=output_activation)
+    if head.kernel_initializer.__class__ is keras.initializers.GlorotUniform:
+        head.kernel_initializer = _HostInitializer("glorot_uniform")
     outputs = head(x)
     model = keras.Model(inputs, outputs, name="mlp")
+    for layer in model.layers:  # weights exist: the saved config names Keras's own initializer
+        if isinstance(getattr(layer, "kernel_initializer", None), _HostInitializer):
+            layer.kernel_initializer = keras.initializers.get(layer.kernel_initializer.name)
     batch = int(p["batch_size"])
     steps = max(1, -(-len(data.x_train) // batch))
     optimizer = make_optimizer(

@@ -15,6 +15,7 @@ import gc
 import math
 import os
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -23,12 +24,22 @@ from typing import Any
 
 import optuna
 
+from tuning import backend
 from tuning.config import Experiment, PrunerConfig, SamplerConfig, check_objective_for, redact
 from tuning.errors import ConfigError, TrackingLost, TrialFailed
 
 __all__ = ["JobResult", "make_pruner", "make_sampler", "open_study", "run_job"]
 
 Say = Callable[[str], None]
+
+# Set by the command line's SIGTERM handler. The handler also raises KeyboardInterrupt at once;
+# this flag makes the job stop at the next epoch or trial end even where a library swallowed it.
+STOP = threading.Event()
+
+
+def _check_stop() -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt("stop requested (SIGTERM)")
 
 # Heartbeats are experimental in Optuna 5 but are what marks a dead worker's trial FAIL.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -142,6 +153,21 @@ class JobResult:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
+def compile_seconds(fit_start: float, epoch_ends: list[float]) -> float:
+    """Seconds the first epoch took above the median epoch: tracing and compiling the model.
+
+    Both backends compile a new model's train and test steps during its first epoch (XLA on
+    JAX, ``tf.function`` on TensorFlow), so the first epoch's excess over a typical epoch is
+    the compile time, measured the same way on every backend. Needs two epochs; else 0.
+    """
+    if len(epoch_ends) < 2:
+        return 0.0
+    ends = [fit_start, *epoch_ends]
+    durations = [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    rest = sorted(durations[1:])
+    return max(durations[0] - rest[len(rest) // 2], 0.0)
+
+
 def _finite(v: Any) -> bool:
     try:
         return math.isfinite(float(v))
@@ -155,26 +181,6 @@ def _counts(study: optuna.Study) -> dict[str, int]:
     return state_counts(study.get_trials(deepcopy=False))
 
 
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    import keras
-
-    reqs = [
-        f"keras=={version('keras')}",
-        f"numpy=={version('numpy')}",
-        f"pandas=={version('pandas')}",
-    ]
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        reqs.append(f"tensorflow=={version('tensorflow')}")
-    elif backend == "jax":
-        reqs.append(f"jax=={version('jax')}")
-    elif backend == "torch":
-        reqs.append(f"torch=={version('torch')}")
-    return reqs
-
-
 def validate_job(exp: Experiment) -> tuple[Any, str]:
     """Everything that can be checked before creating anything: data, objective, tracking store.
 
@@ -184,9 +190,8 @@ def validate_job(exp: Experiment) -> tuple[Any, str]:
     Raises:
         ConfigError: naming the file, key and fix of the first problem.
     """
-    from tuning import devices
-
-    devices.prepare_environment()
+    backend.prepare_environment()
+    backend.select(exp.training.backend, source=exp.source)
     from tuning import tracking
     from tuning.data import load_dataset
 
@@ -219,10 +224,10 @@ def open_job(exp: Experiment, **tags: Any) -> tuple[Any, str, Any, Any]:
     Returns:
         The dataset, the tracking URI, the Tracker and the parent run.
     """
-    from tuning import devices, tracking
+    from tuning import tracking
 
     data, uri = validate_job(exp)
-    device = devices.configure()
+    device = backend.configure()
     from tuning.train import settle_heap
 
     settle_heap()
@@ -234,8 +239,7 @@ def open_job(exp: Experiment, **tags: Any) -> tuple[Any, str, Any, Any]:
             "direction": exp.objective.direction,
             "storage": redact(exp.study.storage),
             "experiment_file": exp.source,
-            "backend": device["backend"],
-            "devices": device["devices"],
+            **device,
             **tags,
         },
     )
@@ -279,6 +283,7 @@ def run_job(
     from tuning import tracking
 
     t0 = time.perf_counter()
+    STOP.clear()
     data, uri, tracker, parent = open_job(exp)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     status = "FAILED"
@@ -447,13 +452,18 @@ class TrialRunnerBase:
             metrics[f"test_{k}"] = float(v)
         metrics["job_best_value"] = self.best_value
         self.parent.set_tags({"model_trial": self.best_trial})
-        meta = {**data.serving_meta(), "trial": self.best_trial, "study": self.exp.study_name}
+        meta = {
+            **data.serving_meta(),
+            "trial": self.best_trial,
+            "study": self.exp.study_name,
+            "backend": keras.backend.backend(),
+        }
         return str(
             self.parent.log_model(
                 keras_path=self.best_model_path,
                 meta=meta,
                 input_example=data.example_rows(5),
-                pip_requirements=_pip_requirements(),
+                pip_requirements=backend.pip_requirements(),
             )
         )
 
@@ -477,7 +487,7 @@ class _TrialRunner(TrialRunnerBase):
         self.deadline = deadline
         # Seconds: build and fit (hooks included) summed over trials, and the per-epoch hooks
         # alone; run_job adds setup and loop, finish() adds finish.
-        self.timings: dict[str, float] = {"build": 0.0, "fit": 0.0, "hooks": 0.0}
+        self.timings: dict[str, float] = {"build": 0.0, "fit": 0.0, "hooks": 0.0, "compile": 0.0}
         self.histories: dict[int, dict[str, list[float]]] = {}
         self.numbers: set[int] = set()
         self.champion: Any = None
@@ -495,6 +505,7 @@ class _TrialRunner(TrialRunnerBase):
         self.numbers.add(trial.number)
         with self.tracker.trial_run(self.parent, number=trial.number, params=logged) as run:
             trial.set_user_attr("mlflow_run_id", run.run_id)
+            trial.set_user_attr("backend", backend.current() or "")
             started = time.perf_counter()
             n_params = None
             try:
@@ -503,14 +514,18 @@ class _TrialRunner(TrialRunnerBase):
                 n_params = int(model.count_params())
                 self.timings["build"] += time.perf_counter() - started
 
+                epoch_ends: list[float] = []
+
                 def on_epoch(epoch: int, logs: Any) -> None:
                     hook_start = time.perf_counter()
+                    epoch_ends.append(hook_start)
                     try:
                         report_epoch(epoch, logs)
                     finally:
                         self.timings["hooks"] += time.perf_counter() - hook_start
 
                 def report_epoch(epoch: int, logs: Any) -> None:
+                    _check_stop()
                     run.log_epoch(epoch, logs)
                     value = logs.get(monitor)
                     if value is None or not _finite(value):
@@ -531,6 +546,7 @@ class _TrialRunner(TrialRunnerBase):
                     result = self.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
                 finally:
                     self.timings["fit"] += time.perf_counter() - fit_start
+                    self.timings["compile"] += compile_seconds(fit_start, epoch_ends)
                 self.histories[trial.number] = result.history
                 run.log_metrics({"objective": result.value, "best_epoch": result.best_epoch})
                 self.keep_if_best(model, result.value, trial.number)
@@ -558,8 +574,10 @@ class _TrialRunner(TrialRunnerBase):
     def time_breakdown(self, job_seconds: float) -> dict[str, float]:
         """Where the job's time went, in seconds, and study + tracking as a fraction of it.
 
-        ``fit`` is ``model.fit`` without the per-epoch hooks; ``study_tracking`` is the rest of
-        the trial loop: sampling, the Optuna storage, MLflow logging, callbacks and the hooks.
+        ``compile`` is the first epochs' time above a typical epoch (:func:`compile_seconds`);
+        ``fit`` is ``model.fit`` without it and the per-epoch hooks; ``study_tracking`` is the
+        rest of the trial loop: sampling, the Optuna storage, MLflow logging, callbacks and the
+        hooks.
         """
         tm = self.timings
         fit = tm["fit"] - tm["hooks"]
@@ -567,13 +585,18 @@ class _TrialRunner(TrialRunnerBase):
         return {
             "setup": tm["setup"],
             "build": tm["build"],
-            "fit": fit,
+            "compile": tm["compile"],
+            "fit": fit - tm["compile"],
             "study_tracking": study_tracking,
             "finish": tm["finish"],
             "fraction": study_tracking / job_seconds if job_seconds > 0 else 0.0,
         }
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.say_trial(study, trial)
+        _check_stop()
+
+    def say_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         state = trial.state.name.lower()
         value = f"{self.exp.objective.metric}={trial.value:.4f}" if trial.value is not None else ""
         reason = trial.user_attrs.get("reason", "") if state != "complete" else ""
@@ -705,7 +728,8 @@ class _TrialRunner(TrialRunnerBase):
         )
         self.say(
             f"time: setup {breakdown['setup']:.1f}s, build {breakdown['build']:.1f}s, "
-            f"fit {breakdown['fit']:.1f}s, study+tracking {breakdown['study_tracking']:.1f}s "
+            f"compile {breakdown['compile']:.1f}s, fit {breakdown['fit']:.1f}s, "
+            f"study+tracking {breakdown['study_tracking']:.1f}s "
             f"({100 * breakdown['fraction']:.1f}%), finish {breakdown['finish']:.1f}s"
         )
         if self.report_table:

@@ -299,6 +299,9 @@ class ParentRun:
         with tempfile.TemporaryDirectory() as tmp:
             meta_path = Path(tmp) / "meta.json"
             meta_path.write_text(json.dumps(dict(meta)))
+            # Read by _pyfunc_model.py before keras is imported: serve on the training backend.
+            backend_file = Path(tmp) / "keras_backend.py"
+            backend_file.write_text(f"BACKEND = {meta.get('backend', '')!r}\n")
             example = input_example
             code = Path(__file__).with_name("_pyfunc_model.py")
             encoding = Path(__file__).with_name("encoding.py")
@@ -312,7 +315,7 @@ class ParentRun:
                 flavor=mlflow.pyfunc,
                 run_id=self.run_id,
                 python_model=str(code),
-                code_paths=[str(encoding)],
+                code_paths=[str(encoding), str(backend_file)],
                 artifacts={"keras_model": str(keras_path), "meta": str(meta_path)},
                 signature=signature,
                 input_example=example,

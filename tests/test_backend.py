@@ -1,0 +1,122 @@
+"""The Keras backend: chosen before keras is imported, recorded on the parent run, served on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tuning import backend
+from tuning.cli import app
+from tuning.errors import ConfigError
+
+CHOOSE = (
+    "import sys; from tuning import backend; print(backend.select(sys.argv[1])); "
+    "import keras; print(keras.backend.backend())"
+)
+
+
+def _choose(requested: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run backend.select in a fresh process (keras not yet imported) with ``env``."""
+    clean = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    return subprocess.run(
+        [sys.executable, "-c", CHOOSE, requested],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_auto_picks_the_fastest_installed_and_keras_follows() -> None:
+    expected = next(b for b in backend.FASTEST_FIRST if backend.installed(b))
+    out = _choose("auto")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [expected, expected]
+
+
+def test_keras_backend_set_by_the_user_wins_over_auto() -> None:
+    out = _choose("auto", KERAS_BACKEND="tensorflow")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["tensorflow", "tensorflow"]
+
+
+def test_training_backend_by_name_wins_over_the_environment() -> None:
+    out = _choose("tensorflow", KERAS_BACKEND="jax")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["tensorflow", "tensorflow"]
+
+
+def test_live_keras_keeps_its_backend_and_refuses_another() -> None:
+    import keras
+
+    live = keras.backend.backend()
+    assert backend.select("auto") == live
+    other = next(b for b in backend.BACKENDS if b != live)
+    with pytest.raises(ConfigError, match=rf"Keras already runs on '{live}'.*not '{other}'"):
+        backend.select(other, source="x.yaml")
+
+
+def test_a_backend_not_installed_is_one_line_naming_what_to_install(
+    make_experiment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = backend.installed
+    monkeypatch.setattr(backend, "installed", lambda name: name != "torch" and real(name))
+    monkeypatch.setattr(backend, "current", lambda: None)  # as before keras is imported
+    path = make_experiment(training__backend="torch")
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "training.backend" in lines[0] and "'torch' is not installed" in lines[0]
+    assert "pip install torch" in lines[0] and str(path) in lines[0]
+    assert not Path("optuna.db").exists() and not Path("mlflow.db").exists()
+
+
+def test_an_unknown_keras_backend_in_the_environment_is_a_user_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(backend, "current", lambda: None)
+    monkeypatch.setenv("KERAS_BACKEND", "theano")
+    with pytest.raises(ConfigError, match=r"KERAS_BACKEND.*'theano'.*expected one of jax"):
+        backend.select("auto")
+
+
+def test_pip_requirements_name_the_live_backend() -> None:
+    import keras
+
+    reqs = backend.pip_requirements()
+    names = [r.split("==")[0] for r in reqs]
+    assert names == ["keras", "numpy", "pandas", keras.backend.backend()]
+
+
+def test_the_job_records_and_shows_its_backend(make_experiment) -> None:
+    import keras
+    import mlflow
+
+    path = make_experiment()
+    result = CliRunner().invoke(app, ["run", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.stdout)
+    live = keras.backend.backend()
+    client = mlflow.MlflowClient(job["tracking_uri"])
+    tags = client.get_run(job["parent_run_id"]).data.tags
+    assert tags["backend"] == live
+    assert tags["backend_version"] not in ("", "unknown")
+    assert tags["devices"]
+    shown = CliRunner().invoke(app, ["show", "tiny"])
+    assert f"backend: {live} (2 trials)" in shown.stdout
+    best = CliRunner().invoke(app, ["best", "tiny"])
+    assert any(line.split() == ["backend", live] for line in best.stdout.splitlines())
+    # The logged model serves on the backend it was trained on.
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(job["model_uri"], tracking_uri=job["tracking_uri"])
+    )
+    assert (model_dir / "code" / "keras_backend.py").read_text().strip() == f"BACKEND = {live!r}"
+    reqs = (model_dir / "requirements.txt").read_text()
+    assert f"{live}==" in reqs

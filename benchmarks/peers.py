@@ -25,9 +25,15 @@ test accuracy of that trial's model, the time to reach 88 % validation accuracy,
 and time not spent in ``model.fit`` as a fraction of the budget (plus, for the tool, its own study
 and tracking time).
 
-Run (about 6 x the budget)::
+Run (about 6 x the budget per backend)::
 
     python benchmarks/peers.py --budget 600 --out benchmarks/results/peers-600.json
+    python benchmarks/peers.py --budget 300 --backend jax --backend tensorflow \
+        --only tool_book,tool_stretch,throughput --out benchmarks/results/backends-300.json
+
+Each ``--backend`` (default: jax and tensorflow) runs every contestant again with
+``KERAS_BACKEND`` set, in the same invocation; results are keyed ``name@backend`` and the goals
+include the ratio of trials per hour and the difference in test accuracy, JAX against TensorFlow.
 
 ``--smoke`` shrinks everything (a 500-image subset, 2 epochs) to check the harness in seconds.
 """
@@ -361,8 +367,11 @@ def run_throughput(smoke: bool) -> dict[str, Any]:
     import keras
 
     x_train, y_train, x_valid, y_valid, _, _ = book_data(smoke)
-    out: dict[str, Any] = {}
-    for batch_size, jit in ((32, "auto"), (32, False), (128, "auto"), (128, False)):
+    out: dict[str, Any] = {"backend": keras.backend.backend()}
+    configs = [(32, "auto"), (128, "auto")]
+    if keras.backend.backend() == "tensorflow":  # elsewhere jit off means op-by-op dispatch
+        configs += [(32, False), (128, False)]
+    for batch_size, jit in configs:
         keras.backend.clear_session()
         keras.utils.set_random_seed(SEED)
         model = keras.Sequential(
@@ -455,11 +464,11 @@ def table(results: dict[str, Any], budget: float) -> list[str]:
         "| epochs | not in fit |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in CONTESTANTS:
-        r = results.get(name)
-        if not r or "error" in r:
-            if r:
-                lines.append(f"| {name} | error: {r['error'][:80]} |||||||| ")
+    for name, r in results.items():
+        if name.split("@")[0] not in CONTESTANTS:
+            continue
+        if "error" in r:
+            lines.append(f"| {name} | error: {r['error'][:80]} |||||||| ")
             continue
         tph = (r["finished"] + r["pruned"]) / hours
         lines.append(
@@ -471,8 +480,33 @@ def table(results: dict[str, Any], budget: float) -> list[str]:
     return lines
 
 
+def backend_goals(results: dict[str, Any]) -> dict[str, Any]:
+    """JAX against TensorFlow for each contestant run on both: trials/h ratio, test accuracy."""
+    out: dict[str, Any] = {}
+    for key, jax_r in results.items():
+        name, _, backend = key.partition("@")
+        tf_r = results.get(f"{name}@tensorflow")
+        if backend != "jax" or not tf_r or "error" in jax_r or "error" in tf_r:
+            continue
+        if name == "throughput":
+            for config, v in jax_r.items():
+                if isinstance(v, dict) and config in tf_r:
+                    out[f"throughput_{config}_jax_over_tf"] = round(
+                        v["samples_per_second"] / tf_r[config]["samples_per_second"], 2
+                    )
+            continue
+        n_jax = jax_r["finished"] + jax_r["pruned"]
+        n_tf = tf_r["finished"] + tf_r["pruned"]
+        out[f"{name}_trials_per_hour_jax_over_tf"] = round(n_jax / n_tf, 2) if n_tf else None
+        if jax_r["test_accuracy"] is not None and tf_r["test_accuracy"] is not None:
+            out[f"{name}_test_accuracy_jax_minus_tf"] = round(
+                jax_r["test_accuracy"] - tf_r["test_accuracy"], 4
+            )
+    return out
+
+
 def goals(results: dict[str, Any], budget: float) -> dict[str, Any]:
-    """The issue's goals, as ratios measured in this run."""
+    """The issue's goals, as ratios measured in this run (keys without ``@backend``)."""
     ok = {k: v for k, v in results.items() if isinstance(v, dict) and "error" not in v}
     out: dict[str, Any] = {}
     peers = [ok[k] for k in ("kt_random", "kt_hyperband", "optuna_loop") if k in ok]
@@ -502,6 +536,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny data, to test the harness")
+    parser.add_argument(
+        "--backend", action="append", help="Keras backend to run every contestant on (repeat)"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -518,15 +555,20 @@ def main() -> int:
 
     base = Path(args.workdir or tempfile.mkdtemp(prefix="bench-peers-")).resolve()
     results: dict[str, Any] = {}
-    for name in args.only.split(","):
-        workdir = base / name
+    backends = args.backend or ["jax", "tensorflow"]
+    runs = [(name, b) for b in backends for name in args.only.split(",")]
+    for name, backend in runs:
+        key = f"{name}@{backend}"
+        workdir = base / key
         workdir.mkdir(parents=True, exist_ok=True)
-        print(f"== {name} (budget {args.budget:g}s) ...", flush=True)
+        print(f"== {key} (budget {args.budget:g}s) ...", flush=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name]
         cmd += ["--budget", str(args.budget), "--workdir", str(workdir)]
         cmd += ["--smoke"] if args.smoke else []
+        env = {**os.environ, "KERAS_BACKEND": backend, "TUNING_CACHE_DIR": str(workdir / "cache")}
         started = time.time()
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        name = key
         (workdir / "log.txt").write_text(proc.stdout + proc.stderr)
         result_file = workdir / "result.json"
         if result_file.exists():
@@ -541,7 +583,20 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "results": results,
-        "goals": goals(results, args.budget),
+        "goals": {
+            **{
+                backend: goals(
+                    {
+                        k.partition("@")[0]: v
+                        for k, v in results.items()
+                        if k.endswith(f"@{backend}")
+                    },
+                    args.budget,
+                )
+                for backend in backends
+            },
+            "jax_vs_tensorflow": backend_goals(results),
+        },
     }
     for line in table(results, args.budget):
         print(line)

@@ -89,7 +89,12 @@ def soak(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     ]
     for item in args.set or []:
         cmd += ["--set", item]
-    env = {**os.environ, "KERAS_BACKEND": backend, "TUNING_CACHE_DIR": str(work / "cache")}
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": backend,
+        "TUNING_CACHE_DIR": str(work / "cache"),
+        "PYTHONUNBUFFERED": "1",  # each trial line as it happens
+    }
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

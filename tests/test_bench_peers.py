@@ -16,9 +16,11 @@ from conftest import ROOT
 SCRIPT = ROOT / "benchmarks" / "peers.py"
 
 
-def _run(tmp_path: Path, only: str, budget: int) -> dict:
+def _run(tmp_path: Path, only: str, budget: int, backends: tuple[str, ...] = ("jax",)) -> dict:
     out = tmp_path / "peers.json"
     cmd = [sys.executable, str(SCRIPT), "--smoke", "--budget", str(budget), "--only", only]
+    for backend in backends:
+        cmd += ["--backend", backend]
     cmd += ["--workdir", str(tmp_path / "work"), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -36,18 +38,24 @@ def _check_contestant(r: dict, budget: int) -> None:
 
 def test_smoke_optuna_loop_and_tool(tmp_path: Path) -> None:
     summary = _run(tmp_path, "optuna_loop,tool_book", budget=20)
-    for name in ("optuna_loop", "tool_book"):
+    for name in ("optuna_loop@jax", "tool_book@jax"):
         _check_contestant(summary["results"][name], 20)
-    tool = summary["results"]["tool_book"]
-    assert set(tool["tool_timings"]) >= {"setup", "build", "fit", "study_tracking", "finish"}
-    assert "trials_per_hour_ratio_tool_book_vs_optuna_loop" in summary["goals"]
+    tool = summary["results"]["tool_book@jax"]
+    assert set(tool["tool_timings"]) >= {"setup", "build", "compile", "fit", "study_tracking"}
+    assert "trials_per_hour_ratio_tool_book_vs_optuna_loop" in summary["goals"]["jax"]
 
 
 @pytest.mark.slow
 def test_smoke_every_contestant(tmp_path: Path) -> None:
     names = "kt_random,kt_hyperband,optuna_loop,tool_book,tool_stretch,throughput"
-    summary = _run(tmp_path, names, budget=20)
-    for name in names.split(",")[:-1]:
-        _check_contestant(summary["results"][name], 20)
-    assert summary["results"]["throughput"]["batch_32_jit_auto"]["samples_per_second"] > 0
-    assert summary["goals"]["best_tool_test_minus_best_peer_test"] is not None
+    summary = _run(tmp_path, names, budget=20, backends=("jax", "tensorflow"))
+    for backend in ("jax", "tensorflow"):
+        for name in names.split(",")[:-1]:
+            _check_contestant(summary["results"][f"{name}@{backend}"], 20)
+        throughput = summary["results"][f"throughput@{backend}"]
+        assert throughput["backend"] == backend
+        assert throughput["batch_32_jit_auto"]["samples_per_second"] > 0
+        assert summary["goals"][backend]["best_tool_test_minus_best_peer_test"] is not None
+    ratios = summary["goals"]["jax_vs_tensorflow"]
+    assert ratios["tool_book_trials_per_hour_jax_over_tf"] > 0
+    assert ratios["throughput_batch_32_jit_auto_jax_over_tf"] > 0

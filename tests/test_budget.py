@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import optuna
+import pytest
 
 from tuning.config import load_experiment
 from tuning.study import run_job
@@ -28,8 +29,31 @@ def test_time_budget_stops_the_trial_in_flight_and_breaks_down_the_time(workdir,
     assert len(study.trials) == 1 and 0 < cut[0].user_attrs["epochs_trained"] < 5000
     assert elapsed < 12 + 30  # the deadline, plus the last epoch and the job's report
     tm = result.timings
-    assert set(tm) == {"setup", "build", "fit", "study_tracking", "finish", "fraction"}
+    assert set(tm) == {
+        "setup", "build", "compile", "fit", "study_tracking", "finish", "fraction"
+    }  # fmt: skip
     assert tm["fit"] > 0 and tm["build"] > 0 and tm["study_tracking"] > 0
-    parts = tm["setup"] + tm["build"] + tm["fit"] + tm["study_tracking"] + tm["finish"]
+    # The first epoch traces and compiles the model's steps: its excess over a typical epoch.
+    assert 0 < tm["compile"] < tm["fit"] + tm["compile"]
+    parts = tm["setup"] + tm["build"] + tm["compile"] + tm["fit"]
+    parts += tm["study_tracking"] + tm["finish"]
     assert abs(parts - result.seconds) < 0.5  # the parts add up to the job
     assert 0 < tm["fraction"] < 1
+
+
+def test_compile_seconds_is_the_first_epochs_excess_over_the_median() -> None:
+    from tuning.study import compile_seconds
+
+    # Epochs of 3.0, 1.0, 1.2, 0.9 s: the first exceeds the median of the others (1.0) by 2.0.
+    assert compile_seconds(10.0, [13.0, 14.0, 15.2, 16.1]) == pytest.approx(2.0)
+    assert compile_seconds(10.0, [11.0]) == 0.0  # one epoch: nothing to compare with
+    assert compile_seconds(10.0, [10.5, 11.5]) == 0.0  # a first epoch faster than the rest
+
+
+def test_validation_is_scored_in_as_few_equal_batches_as_fit() -> None:
+    from tuning.train import MAX_VALIDATION_BATCH, validation_batch_size
+
+    assert validation_batch_size(288) == 288 and validation_batch_size(5000) == 5000
+    big = 3 * MAX_VALIDATION_BATCH - 7
+    size = validation_batch_size(big)
+    assert size <= MAX_VALIDATION_BATCH and -(-big // size) == 3

@@ -12,6 +12,7 @@ use ``keras`` alone, so every backend runs it.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import sys
@@ -28,6 +29,7 @@ __all__ = [
     "installed",
     "pip_requirements",
     "prepare_environment",
+    "release",
     "select",
 ]
 
@@ -191,6 +193,32 @@ def configure() -> dict[str, str]:
         "backend_version": _package_version(backend),
         "devices": devices,
     }
+
+
+def release() -> None:
+    """Free what the previous trial left behind, before the next model is built.
+
+    Called after ``keras.backend.clear_session()``. On JAX, ``jax.clear_caches()`` drops the
+    compiled programs of models that are gone (each new shape added ~10 MB per trial otherwise,
+    measured; programs a later trial needs come back from the persistent cache). Then glibc is
+    asked to return freed heap pages to the system (``malloc_trim``), where it is the C library:
+    without it freed memory stays resident and RSS creeps. TensorFlow's own per-model growth
+    (~6 MB a model, measured) is not released by either; see benchmarks/RESULTS.md.
+    """
+    if current() == "jax":
+        import jax
+
+        jax.clear_caches()
+    _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to trim
+        pass
 
 
 def pip_requirements() -> list[str]:

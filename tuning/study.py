@@ -398,6 +398,7 @@ class TrialRunnerBase:
 
         exp = self.exp
         fresh_session()
+        backend.release()
         keras.utils.set_random_seed(exp.study.seed + number)
         return build_model(
             params,

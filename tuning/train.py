@@ -86,6 +86,19 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+# Validation rows scored in one batch, up to this many: one shape, so one compiled test step per
+# model (a last, smaller batch costs JAX a second compilation: ~0.2 s a trial, measured).
+MAX_VALIDATION_BATCH = 10_000
+
+
+def validation_batch_size(n_rows: int) -> int:
+    """The whole validation split in one batch when it is small enough, else equal halves."""
+    if n_rows <= MAX_VALIDATION_BATCH:
+        return max(n_rows, 1)
+    parts = -(-n_rows // MAX_VALIDATION_BATCH)
+    return -(-n_rows // parts)
+
+
 def fit(
     model: keras.Model,
     data: Dataset,
@@ -150,6 +163,7 @@ def fit(
         data.y_train,
         validation_data=(data.x_valid, data.y_valid),
         batch_size=batch_size,
+        validation_batch_size=validation_batch_size(len(data.x_valid)),
         epochs=max_epochs,
         callbacks=callbacks,
         verbose=0,

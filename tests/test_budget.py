@@ -44,10 +44,12 @@ def test_time_budget_stops_the_trial_in_flight_and_breaks_down_the_time(workdir,
 def test_compile_seconds_is_the_first_epochs_excess_over_the_median() -> None:
     from tuning.study import compile_seconds
 
-    # Epochs of 3.0, 1.0, 1.2, 0.9 s: the first exceeds the median of the others (1.0) by 2.0.
-    assert compile_seconds(10.0, [13.0, 14.0, 15.2, 16.1]) == pytest.approx(2.0)
-    assert compile_seconds(10.0, [11.0]) == 0.0  # one epoch: nothing to compare with
-    assert compile_seconds(10.0, [10.5, 11.5]) == 0.0  # a first epoch faster than the rest
+    # Epochs of 3.0, 1.0, 1.2, 0.9 s, each followed by a 0.1 s hook that is not the epoch's:
+    # the first exceeds the median of the others (1.0) by 2.0.
+    hooks = [(13.0, 13.1), (14.1, 14.2), (15.4, 15.5), (16.4, 16.5)]
+    assert compile_seconds(10.0, hooks) == pytest.approx(2.0)
+    assert compile_seconds(10.0, [(11.0, 11.1)]) == 0.0  # one epoch: nothing to compare with
+    assert compile_seconds(10.0, [(10.5, 10.6), (11.6, 11.7)]) == 0.0  # first epoch faster
 
 
 def test_validation_is_scored_in_as_few_equal_batches_as_fit() -> None:

@@ -41,6 +41,7 @@ def _check_stop() -> None:
     if STOP.is_set():
         raise KeyboardInterrupt("stop requested (SIGTERM)")
 
+
 # Heartbeats are experimental in Optuna 5 but are what marks a dead worker's trial FAIL.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -153,17 +154,18 @@ class JobResult:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def compile_seconds(fit_start: float, epoch_ends: list[float]) -> float:
+def compile_seconds(fit_start: float, hooks: list[tuple[float, float]]) -> float:
     """Seconds the first epoch took above the median epoch: tracing and compiling the model.
 
     Both backends compile a new model's train and test steps during its first epoch (XLA on
     JAX, ``tf.function`` on TensorFlow), so the first epoch's excess over a typical epoch is
-    the compile time, measured the same way on every backend. Needs two epochs; else 0.
+    the compile time, measured the same way on every backend. ``hooks`` holds the start and
+    end of each epoch-end hook, whose time is not the epochs'. Needs two epochs; else 0.
     """
-    if len(epoch_ends) < 2:
+    if len(hooks) < 2:
         return 0.0
-    ends = [fit_start, *epoch_ends]
-    durations = [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    ends = [fit_start, *(end for _, end in hooks)]
+    durations = [start - end for (start, _), end in zip(hooks, ends, strict=False)]
     rest = sorted(durations[1:])
     return max(durations[0] - rest[len(rest) // 2], 0.0)
 
@@ -515,15 +517,16 @@ class _TrialRunner(TrialRunnerBase):
                 n_params = int(model.count_params())
                 self.timings["build"] += time.perf_counter() - started
 
-                epoch_ends: list[float] = []
+                hooks: list[tuple[float, float]] = []  # (start, end) of each epoch's hook
 
                 def on_epoch(epoch: int, logs: Any) -> None:
                     hook_start = time.perf_counter()
-                    epoch_ends.append(hook_start)
                     try:
                         report_epoch(epoch, logs)
                     finally:
-                        self.timings["hooks"] += time.perf_counter() - hook_start
+                        hook_end = time.perf_counter()
+                        hooks.append((hook_start, hook_end))
+                        self.timings["hooks"] += hook_end - hook_start
 
                 def report_epoch(epoch: int, logs: Any) -> None:
                     _check_stop()
@@ -547,7 +550,7 @@ class _TrialRunner(TrialRunnerBase):
                     result = self.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
                 finally:
                     self.timings["fit"] += time.perf_counter() - fit_start
-                    self.timings["compile"] += compile_seconds(fit_start, epoch_ends)
+                    self.timings["compile"] += compile_seconds(fit_start, hooks)
                 self.histories[trial.number] = result.history
                 run.log_metrics({"objective": result.value, "best_epoch": result.best_epoch})
                 self.keep_if_best(model, result.value, trial.number)

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 BACKENDS = ("jax", "tensorflow", "torch")
-# What ``auto`` picks, first installed wins: JAX fits this project's MLPs 2-4x faster than
+# What ``auto`` picks, first installed wins: JAX fits this project's MLPs 1.2-3.7x faster than
 # TensorFlow on CPU and keeps memory flat over long studies (benchmarks/RESULTS.md, "Backends").
 FASTEST_FIRST = ("jax", "tensorflow", "torch")
 # What to install for each backend (the CPU wheels; the README names the GPU extras).

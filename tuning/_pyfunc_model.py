@@ -3,9 +3,9 @@
 Part of the tracking layer. ``tracking.ParentRun.log_model`` logs this file with ``encoding.py``
 and ``keras_backend.py`` (the backend it was trained on) beside it (``code_paths``), so loading
 the model needs mlflow, numpy, pandas and Keras only, never this package. ``predict`` takes raw
-rows (a DataFrame with the original columns, or raw pixel
-arrays) and returns class labels for classification (a DataFrame of class probabilities with
-``params={"output": "probabilities"}``) and values for regression.
+rows (a DataFrame with the original columns, or raw pixel arrays) and returns class labels for
+classification (a DataFrame of class probabilities with ``params={"output": "probabilities"}``)
+and values for regression.
 """
 
 from __future__ import annotations

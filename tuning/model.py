@@ -159,17 +159,24 @@ def _feature_stats(data: Dataset) -> tuple[list[int], list[float], list[float]]:
 
 
 def _head(data: Dataset, *, loss: str, output_activation: str) -> tuple[Any, Any, list[Any]]:
-    """Output layer, loss and metrics for the task (the book's tables)."""
+    """Output layer, loss and metrics for the task (the book's tables); Glorot-uniform weights."""
     units = data.n_outputs
+    init = _HostInitializer("glorot_uniform")
     if data.task == "multiclass":
-        dense = keras.layers.Dense(units, activation="softmax", name="output")
+        dense = keras.layers.Dense(
+            units, activation="softmax", kernel_initializer=init, name="output"
+        )
         return dense, "sparse_categorical_crossentropy", ["accuracy"]
     if data.task in ("binary", "multilabel"):
-        dense = keras.layers.Dense(units, activation="sigmoid", name="output")
+        dense = keras.layers.Dense(
+            units, activation="sigmoid", kernel_initializer=init, name="output"
+        )
         auc = keras.metrics.AUC(name="auc", multi_label=data.task == "multilabel")
         return dense, "binary_crossentropy", [keras.metrics.BinaryAccuracy(name="accuracy"), auc]
     activation = None if output_activation in ("auto", "linear") else output_activation
-    dense = keras.layers.Dense(units, activation=activation, name="output")
+    dense = keras.layers.Dense(
+        units, activation=activation, kernel_initializer=init, name="output"
+    )
     losses = {"auto": "mse", "mse": "mse", "mae": "mae", "huber": keras.losses.Huber()}
     metrics = [
         keras.metrics.RootMeanSquaredError(name="rmse"),
@@ -237,8 +244,6 @@ def build_model(
             drop = keras.layers.AlphaDropout if activation == "selu" else keras.layers.Dropout
             x = drop(dropout, name=f"dropout_{i}")(x)
     head, loss_fn, metrics = _head(data, loss=loss, output_activation=output_activation)
-    if head.kernel_initializer.__class__ is keras.initializers.GlorotUniform:
-        head.kernel_initializer = _HostInitializer("glorot_uniform")
     outputs = head(x)
     model = keras.Model(inputs, outputs, name="mlp")
     for layer in model.layers:  # weights exist: the saved config names Keras's own initializer

@@ -92,7 +92,7 @@ MAX_VALIDATION_BATCH = 10_000
 
 
 def validation_batch_size(n_rows: int) -> int:
-    """The whole validation split in one batch when it is small enough, else equal halves."""
+    """The whole validation split in one batch when it is small enough, else in equal parts."""
     if n_rows <= MAX_VALIDATION_BATCH:
         return max(n_rows, 1)
     parts = -(-n_rows // MAX_VALIDATION_BATCH)

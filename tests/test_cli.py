@@ -57,12 +57,36 @@ def test_bad_search_space_exits_2_and_creates_nothing(
             ["tracking.uri", "does not answer", "Fix: start it"],
         ),
         (["--tracking-uri", "sqlite:///nowhere/m.db"], ["tracking.uri", "does not exist"]),
+        (
+            ["--storage", "postgresql://u:PASSWORD@127.0.0.1:1/db"],
+            ["study.storage", "postgresql://u:***@127.0.0.1:1/db", "refused", "Fix: check"],
+        ),
     ],
 )
 def test_bad_options_exit_2_and_create_nothing(make_experiment, workdir, args, fragments) -> None:
     exp = make_experiment("bad")
     result = runner.invoke(app, ["run", str(exp), *args])
-    one_line_error(result, *fragments)
+    line = one_line_error(result, *fragments)
+    assert "PASSWORD" not in line and "(Background on" not in line, line
+    nothing_created(workdir)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["show", "s"], ["best", "s"], ["status"], ["compare", "s"], ["status", "--json"]],
+)
+def test_reading_commands_create_nothing(workdir, command) -> None:
+    result = runner.invoke(app, command)
+    assert result.exit_code in (0, 2), result.output
+    if result.exit_code == 2:
+        one_line_error(result, "no study 's'", "run `tuning run` first")
+    nothing_created(workdir)
+
+
+def test_reading_commands_on_a_dead_server_say_so(workdir) -> None:
+    result = runner.invoke(app, ["status", "--storage", "postgresql://u:pw@127.0.0.1:1/db"])
+    line = one_line_error(result, "--storage", "cannot open", "u:***@", "Fix:")
+    assert "(Background on" not in line
     nothing_created(workdir)
 
 

@@ -275,17 +275,23 @@ def validate(
 
 
 def _study_summaries(storage: str, *, include_best_trial: bool = False) -> list[Any]:
-    """The studies in a storage; an unusable storage is a user error."""
+    """The studies in a storage; an unusable storage is a user error; a missing one has none."""
     import optuna
 
     from tuning.config import redact
 
+    from tuning.study import db_error_reason, storage_has_studies
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
+        if not storage_has_studies(storage):
+            return []  # nothing there yet: looking must not create a storage
         return optuna.get_all_study_summaries(storage, include_best_trial=include_best_trial)
+    except ConfigError:
+        raise
     except Exception as e:
         raise ConfigError(
-            f"cannot open the storage {redact(storage)} ({type(e).__name__})",
+            f"cannot open the storage {redact(storage)} ({db_error_reason(e)})",
             source="--storage",
             fix="give the storage URL the studies were run with, e.g. sqlite:///optuna.db",
         ) from e

@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import math
 import os
+import re
 import tempfile
 import threading
 import time
@@ -73,6 +74,71 @@ def make_pruner(cfg: PrunerConfig, *, max_epochs: int) -> optuna.pruners.BasePru
     return optuna.pruners.NopPruner()
 
 
+def db_error_reason(error: BaseException) -> str:
+    """A database error in one line: the driver's own message, without SQLAlchemy's wrapper."""
+    orig = getattr(error, "orig", None) or error
+    text = " ".join(str(orig).split())
+    text = re.sub(r"\s*\(Background on this error at:[^)]*\)", "", text)
+    text = re.sub(r"^\([\w.]+\)\s*", "", text)  # "(psycopg.OperationalError) ..."
+    return f"{type(orig).__name__}: {text[:300]}"
+
+
+def _rdb_engine(url: str) -> Any:
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": 10} if url.startswith(("postgresql", "mysql")) else {}
+    return sqlalchemy.create_engine(url, connect_args=connect_args)
+
+
+def check_study_storage(
+    url: str, *, source: str | None = None, key: str | None = "study.storage"
+) -> None:
+    """Fail before anything is created when the study storage does not answer.
+
+    A SQLite file is made on first use (its folder is checked with the config); a database
+    server is connected to, and nothing is written to it.
+
+    Raises:
+        ConfigError: naming the URL (password masked), the driver's reason and the fix.
+    """
+    if url.startswith("sqlite"):
+        return
+    engine = None
+    try:
+        engine = _rdb_engine(url)
+        with engine.connect():
+            pass
+    except Exception as e:  # driver missing, server down, bad credentials, no such database
+        raise ConfigError(
+            f"cannot open the study storage {redact(url)} ({db_error_reason(e)})",
+            source=source,
+            key=key,
+            fix="check the URL, that the database server runs and its driver is installed",
+        ) from e
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def storage_has_studies(url: str) -> bool:
+    """Whether ``url`` holds an Optuna storage already; looks without creating one.
+
+    Raises:
+        ConfigError: when a database server does not answer.
+    """
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        return path.is_file() and path.stat().st_size > 0
+    check_study_storage(url, source="--storage", key=None)
+    import sqlalchemy
+
+    engine = _rdb_engine(url)
+    try:
+        return sqlalchemy.inspect(engine).has_table("studies")
+    finally:
+        engine.dispose()
+
+
 def open_study(exp: Experiment) -> optuna.Study:
     """Create the study, or load it if it exists (so the same command resumes it).
 
@@ -104,8 +170,7 @@ def open_study(exp: Experiment) -> optuna.Study:
         )
     except Exception as e:  # driver missing, server down, bad credentials
         raise ConfigError(
-            f"cannot open the study storage {redact(url)} ({type(e).__name__}: "
-            f"{' '.join(str(e).split())[:200]})",
+            f"cannot open the study storage {redact(url)} ({db_error_reason(e)})",
             source=exp.source,
             key="study.storage",
             fix="check the URL, that the database server runs and its driver is installed",
@@ -184,7 +249,7 @@ def _counts(study: optuna.Study) -> dict[str, int]:
 
 
 def validate_job(exp: Experiment) -> tuple[Any, str]:
-    """Everything that can be checked before creating anything: data, objective, tracking store.
+    """Everything that can be checked before creating anything: data, objective, both stores.
 
     Returns:
         The loaded dataset and the tracking URI to use.
@@ -217,6 +282,8 @@ def validate_job(exp: Experiment) -> tuple[Any, str]:
     check_objective_for(exp, data.task)
     uri = tracking.resolve_tracking_uri(exp.tracking.uri)
     tracking.check_tracking_uri(uri, source=exp.source)
+    if exp.study.engine == "optuna":
+        check_study_storage(exp.study.storage, source=exp.source)
     return data, uri
 
 

@@ -279,7 +279,6 @@ def _study_summaries(storage: str, *, include_best_trial: bool = False) -> list[
     import optuna
 
     from tuning.config import redact
-
     from tuning.study import db_error_reason, storage_has_studies
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -80,6 +83,14 @@ def test_run_records_the_mlflow_layout_and_resumes(make_experiment, workdir: Pat
     assert parent.data.params["best_trial"] == str(study.best_trial.number)
     assert parent.data.params["best_learning_rate"] == str(study.best_params["learning_rate"])
     assert 0 <= parent.data.metrics["test_accuracy"] <= 1
+    # The summary prints the best model's test score beside its validation value.
+    test = f"test_accuracy={parent.data.metrics['test_accuracy']:.4f}"
+    job_best = parent.data.tags["model_trial"]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("this job's best model"))
+    assert f"(trial {job_best}): val_accuracy=" in line and test in line, line
+    best_line = next(x for x in result.stdout.splitlines() if x.startswith("best: trial"))
+    assert f"best: trial {study.best_trial.number} val_accuracy=" in best_line
+    assert test in best_line, best_line
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.csv", "config.yaml", "optimization_history.png"} <= artifacts
     models = mlflow.search_logged_models(experiment_ids=[mexp.experiment_id], output_format="list")
@@ -227,3 +238,16 @@ def test_nan_trials_fail_with_reason_and_study_goes_on(make_experiment, workdir)
     assert all("learning rate too high" in r.data.tags["reason"] for r in children)
     assert parents[0].info.status == "FINISHED"
     assert parents[0].data.metrics["n_fail"] == 2
+
+
+def test_quiet_prints_nothing_on_success(make_experiment, workdir: Path) -> None:
+    """A fresh process, as a user runs it: no library start-up or INFO lines either."""
+    exp = make_experiment("hush", study__n_trials=1, training__max_epochs=2)
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuning", "run", str(exp), "--quiet"],
+        cwd=workdir, capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == "", (proc.stdout, proc.stderr)
+    assert len(optuna.load_study(study_name="hush", storage="sqlite:///optuna.db").trials) == 1

@@ -12,10 +12,13 @@ use ``keras`` alone, so every backend runs it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -26,6 +29,7 @@ __all__ = [
     "FASTEST_FIRST",
     "configure",
     "current",
+    "import_tensorflow_quietly",
     "installed",
     "pip_requirements",
     "prepare_environment",
@@ -142,6 +146,43 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
+@contextlib.contextmanager
+def _native_stderr_held() -> Iterator[None]:
+    """Hold what native code writes to file descriptor 2; show it only if the block fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                os.dup2(saved, 2)
+                held.seek(0)
+                os.write(2, held.read())
+                raise
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow (where installed) without its start-up lines on stderr.
+
+    TensorFlow 2.21 writes its oneDNN and "no CUDA driver" notices through Abseil before its
+    logging is set up, so ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them. Keras imports TensorFlow on
+    every backend where it is installed (``keras.utils.set_random_seed``, saving), so importing it
+    here costs nothing extra. A user who set ``TF_CPP_MIN_LOG_LEVEL`` below 3 still sees them.
+    """
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3":
+        return
+    with _native_stderr_held():
+        import tensorflow  # noqa: F401
+
+
 def configure() -> dict[str, str]:
     """Prepare the chosen backend for training and describe it and the devices it sees.
 
@@ -153,6 +194,7 @@ def configure() -> dict[str, str]:
         ``{"backend", "backend_version", "devices"}`` for the parent run's tags.
     """
     prepare_environment()
+    import_tensorflow_quietly()
     import keras
 
     backend = keras.backend.backend()

@@ -72,6 +72,16 @@ def _duration(value: str | None) -> float | None:
     return h * 3600 + m * 60 + s
 
 
+def _hush_libraries() -> None:
+    """Keep MLflow's and Optuna's INFO lines off the terminal (``--quiet``, ``--json``)."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    level = logging.getLevelName(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
+    logging.getLogger("mlflow").setLevel(level if isinstance(level, int) else logging.WARNING)
+
+
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     from tuning.study import STOP
 
@@ -140,6 +150,9 @@ def run(
     """Tune an experiment: resume its study, run trials, record them in MLflow."""
     import shlex
 
+    if quiet or as_json:
+        _hush_libraries()
+
     from tuning.config import load_experiment, parse_set
 
     try:
@@ -167,7 +180,7 @@ def run(
         for key, value in overrides:
             args += ["--set", f"{key}={json.dumps(value)}"]
         args += ["--quiet"] if quiet else []
-        raise typer.Exit(_run_workers(exp, workers, args))
+        raise typer.Exit(_run_workers(exp, workers, args, quiet=quiet))
 
     from tuning.study import run_job
 
@@ -196,7 +209,7 @@ def run(
         raise typer.Exit(1)
 
 
-def _run_workers(exp: Any, workers: int, args: list[str]) -> int:
+def _run_workers(exp: Any, workers: int, args: list[str], *, quiet: bool = False) -> int:
     """Validate once, create the stores once, then start the workers (each a `tuning run`)."""
     from tuning.study import prepare_stores, validate_job
     from tuning.workers import run_workers
@@ -207,7 +220,8 @@ def _run_workers(exp: Any, workers: int, args: list[str]) -> int:
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         return EXIT_USER_ERROR
-    typer.echo(f"starting {workers} workers on study {exp.study_name!r}")
+    if not quiet:
+        typer.echo(f"starting {workers} workers on study {exp.study_name!r}")
     return run_workers(args, n=workers, say=typer.echo)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from tuning.config import Experiment, redact
 from tuning.errors import TrialFailed
-from tuning.study import JobResult, Say, TrialRunnerBase, open_job
+from tuning.study import JobResult, Say, TrialRunnerBase, best_lines, open_job, test_scores
 
 __all__ = ["KT_DIRECTORY", "run_kt_job"]
 
@@ -224,17 +224,22 @@ def _finish(
         model_uri=model_uri,
         seconds=time.perf_counter() - t0,
         status=status,
+        test_scores=test_scores(metrics),
     )
     say = runner.say
     say(
         f"job {status.lower()}: {runner.trials_run} trial(s) run in {result.seconds:.1f}s; "
         f"KerasTuner project has {len(trials)} trials"
     )
-    if best_trial is not None:
-        value = f"{exp.objective.metric}={best_trial.score:.4f}"
-        say(f"best: trial {best_number} {value} {best_params}")
-    if model_uri:
-        say(f"this job's best model (trial {runner.best_trial}): {model_uri}")
+    for line in best_lines(
+        runner,
+        best_number=result.best_trial,
+        best_value=result.best_value,
+        best_params=best_params,
+        scores=result.test_scores,
+        model_uri=model_uri,
+    ):
+        say(line)
     from tuning.tracking import ui_link
 
     say(f"MLflow: {ui_link(runner.tracker.uri, runner.tracker.experiment_id)}")

@@ -217,6 +217,7 @@ class JobResult:
     status: str
     champion: Any = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    test_scores: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def compile_seconds(fit_start: float, hooks: list[tuple[float, float]]) -> float:
@@ -259,6 +260,7 @@ def validate_job(exp: Experiment) -> tuple[Any, str]:
     """
     backend.prepare_environment()
     backend.select(exp.training.backend, source=exp.source)
+    backend.import_tensorflow_quietly()  # before anything imports keras, which imports it
     from tuning import tracking
     from tuning.data import load_dataset
 
@@ -538,6 +540,41 @@ class TrialRunnerBase:
         )
 
 
+def test_scores(metrics: dict[str, float | None]) -> dict[str, float]:
+    """The job's best model's scores on the test split (``test_*`` metrics), loss left out."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if k.startswith("test_") and k != "test_loss" and v is not None
+    }
+
+
+def best_lines(
+    runner: TrialRunnerBase,
+    *,
+    best_number: int | None,
+    best_value: float | None,
+    best_params: dict[str, Any],
+    scores: dict[str, float],
+    model_uri: str | None,
+) -> list[str]:
+    """The summary's best lines: the study's best trial, and this job's best model with its
+    test score beside its validation value (the same for both engines)."""
+    metric = runner.exp.objective.metric
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in scores.items())
+    lines = []
+    if best_number is not None and best_value is not None:
+        test = f" {shown}" if shown and best_number == runner.best_trial else ""
+        lines.append(f"best: trial {best_number} {metric}={best_value:.4f}{test} {best_params}")
+    if model_uri:
+        value = f"{metric}={runner.best_value:.4f}" if runner.best_value is not None else ""
+        lines.append(
+            f"this job's best model (trial {runner.best_trial}): "
+            f"{', '.join(x for x in (value, shown) if x)}; {model_uri}"
+        )
+    return lines
+
+
 class _TrialRunner(TrialRunnerBase):
     """The Optuna objective and its bookkeeping for one job."""
 
@@ -756,9 +793,7 @@ class _TrialRunner(TrialRunnerBase):
                     study,
                     metric=exp.objective.metric,
                     job_trials=self.trials_run,
-                    test_scores={
-                        k: float(v) for k, v in metrics.items() if k.startswith("test_") and v
-                    },
+                    test_scores=test_scores(metrics),
                     seconds=time.perf_counter() - t0,
                 ),
                 "summary.md",
@@ -787,6 +822,7 @@ class _TrialRunner(TrialRunnerBase):
             status=status,
             champion=self.champion,
             timings=breakdown,
+            test_scores=test_scores(metrics),
         )
         added = {k: 0 for k in counts}
         for t in study.get_trials(deepcopy=False):  # this job's own trials, not other workers'
@@ -806,13 +842,15 @@ class _TrialRunner(TrialRunnerBase):
         if self.report_table:
             for line in report.results_table(study, top=5):
                 self.say(line)
-        if best_trial is not None:
-            self.say(
-                f"best: trial {best_trial.number} {exp.objective.metric}={best_trial.value:.4f} "
-                f"{best_params}"
-            )
-        if model_uri:
-            self.say(f"this job's best model (trial {self.best_trial}): {model_uri}")
+        for line in best_lines(
+            self,
+            best_number=result.best_trial,
+            best_value=result.best_value,
+            best_params=best_params,
+            scores=result.test_scores,
+            model_uri=model_uri,
+        ):
+            self.say(line)
         if self.champion is not None:
             self.say(self.champion.describe())
         from tuning.tracking import ui_link

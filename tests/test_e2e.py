@@ -78,6 +78,24 @@ def test_run_records_the_mlflow_layout_and_resumes(make_experiment, workdir: Pat
             assert sorted(m.step for m in history) == list(range(epochs)), key
         assert trial.user_attrs["mlflow_run_id"] == child.info.run_id
 
+    # The data is every run's dataset input: name, source, digest, the split as context.
+    def inputs(run: mlflow.entities.Run) -> dict[str, tuple[str, str, str]]:
+        return {
+            {t.key: t.value for t in i.tags}["mlflow.data.context"]: (
+                i.dataset.name, i.dataset.digest, i.dataset.source
+            )
+            for i in run.inputs.dataset_inputs
+        }  # fmt: skip
+
+    job_inputs = inputs(parent)
+    assert sorted(job_inputs) == ["test", "train", "validation"]
+    assert all(
+        v[0] == "digits" and "sklearn.datasets.load_digits" in v[2] for v in job_inputs.values()
+    )
+    assert len({v[1] for v in job_inputs.values()}) == 3  # a digest per split
+    for child in children:
+        assert inputs(child) == {k: job_inputs[k] for k in ("train", "validation")}
+
     # The parent holds the best trial and the best model, loadable as pyfunc.
     assert parent.data.metrics["best_value"] == pytest.approx(study.best_value)
     assert parent.data.params["best_trial"] == str(study.best_trial.number)
@@ -121,6 +139,7 @@ def test_run_records_the_mlflow_layout_and_resumes(make_experiment, workdir: Pat
     assert all(r.data.tags["study"] == "layout" for r in parents + children)
     assert all(r.info.status != "RUNNING" for r in parents + children)
     newest = max(parents, key=lambda r: r.info.start_time)
+    assert inputs(newest) == job_inputs  # the same rows: the same digests
     # Each parent records the study's best so far, not only its own trials'.
     assert newest.data.metrics["best_value"] == pytest.approx(study.best_value)
     assert newest.data.metrics["n_trials"] == 3

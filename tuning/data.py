@@ -13,6 +13,7 @@ imports Keras at module level; the Keras download is a last resort.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import os
@@ -64,6 +65,8 @@ class Dataset:
         targets: Names of the target columns (several for multilabel / multi-output regression).
         vocabulary: Categorical column -> its categories as text, in code order (code = index+1).
         fill: Numeric column -> the value its missing entries get (training mean or median).
+        source: Where the rows came from: the file's absolute path, or the loader that made
+            them (``sklearn.datasets.load_digits``), for the runs' dataset inputs.
     """
 
     name: str
@@ -83,6 +86,7 @@ class Dataset:
     vocabulary: dict[str, list[str]] = field(default_factory=dict)
     fill: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
 
     @property
     def is_classification(self) -> bool:
@@ -138,6 +142,7 @@ class DatasetInfo:
     description: str
     has_test_split: bool = False
     default_validation: float | int = 0.2
+    source: str = ""
 
 
 # -- loaders ----------------------------------------------------------------------------------
@@ -254,21 +259,46 @@ FASHION_MNIST_CLASSES = [
 
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
-        "multiclass", "tabular", _sklearn("load_digits"), "8x8 digits, 1,797 rows (shipped)"
+        "multiclass",
+        "tabular",
+        _sklearn("load_digits"),
+        "8x8 digits, 1,797 rows (shipped)",
+        source="sklearn.datasets.load_digits",
     ),
-    "iris": DatasetInfo("multiclass", "tabular", _sklearn("load_iris"), "150 rows (shipped)"),
-    "wine": DatasetInfo("multiclass", "tabular", _sklearn("load_wine"), "178 rows (shipped)"),
+    "iris": DatasetInfo(
+        "multiclass",
+        "tabular",
+        _sklearn("load_iris"),
+        "150 rows (shipped)",
+        source="sklearn.datasets.load_iris",
+    ),
+    "wine": DatasetInfo(
+        "multiclass",
+        "tabular",
+        _sklearn("load_wine"),
+        "178 rows (shipped)",
+        source="sklearn.datasets.load_wine",
+    ),
     "breast_cancer": DatasetInfo(
-        "binary", "tabular", _sklearn("load_breast_cancer"), "569 rows (shipped)"
+        "binary",
+        "tabular",
+        _sklearn("load_breast_cancer"),
+        "569 rows (shipped)",
+        source="sklearn.datasets.load_breast_cancer",
     ),
     "diabetes": DatasetInfo(
-        "regression", "tabular", _sklearn("load_diabetes"), "442 rows, regression (shipped)"
+        "regression",
+        "tabular",
+        _sklearn("load_diabetes"),
+        "442 rows, regression (shipped)",
+        source="sklearn.datasets.load_diabetes",
     ),
     "california_housing": DatasetInfo(
         "regression",
         "tabular",
         _california_housing,
         "20,640 districts, regression (scikit-learn download, cached)",
+        source="sklearn.datasets.fetch_california_housing",
     ),
     "fashion_mnist": DatasetInfo(
         "multiclass",
@@ -277,6 +307,7 @@ DATASETS: dict[str, DatasetInfo] = {
         "70,000 28x28 clothing images (Keras cache, Debian package or download)",
         has_test_split=True,
         default_validation=5000,
+        source="keras.datasets.fashion_mnist",
     ),
     "mnist": DatasetInfo(
         "multiclass",
@@ -285,6 +316,7 @@ DATASETS: dict[str, DatasetInfo] = {
         "70,000 28x28 handwritten digits (Keras cache or download)",
         has_test_split=True,
         default_validation=5000,
+        source="keras.datasets.mnist",
     ),
 }
 
@@ -769,7 +801,7 @@ def load_dataset(
             impute=impute,
             task=task,
         )
-        return _tabular(
+        data = _tabular(
             table,
             name=Path(path).stem,
             task=None,
@@ -778,13 +810,15 @@ def load_dataset(
             default_validation=0.2,
             seed=seed,
         )
+        return dataclasses.replace(data, source=str(Path(path).resolve()))
     if name is None:
         raise ConfigError("no dataset named", key="dataset", fix="give dataset.name or .path")
     task_of(name)
     info = DATASETS[name]
     loaded = info.loader()
     if info.kind == "image":
-        return _images(name, loaded, validation=validation, info=info)
+        data = _images(name, loaded, validation=validation, info=info)
+        return dataclasses.replace(data, source=info.source)
     frame, y, class_names = loaded
     table = _Table(
         frame=frame,
@@ -794,7 +828,7 @@ def load_dataset(
         impute=impute,
         categorical=categorical,
     )
-    return _tabular(
+    data = _tabular(
         table,
         name=name,
         task=info.task,
@@ -803,3 +837,4 @@ def load_dataset(
         default_validation=info.default_validation,
         seed=seed,
     )
+    return dataclasses.replace(data, source=info.source)

@@ -314,6 +314,7 @@ def open_job(exp: Experiment, **tags: Any) -> tuple[Any, str, Any, Any]:
             **tags,
         },
     )
+    parent.log_inputs(tracking.dataset_inputs(data))
     return data, uri, tracker, parent
 
 

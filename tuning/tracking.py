@@ -34,8 +34,10 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 import mlflow  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.data.code_dataset_source import CodeDatasetSource  # noqa: E402
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT  # noqa: E402
 
 from tuning.config import redact  # noqa: E402
 from tuning.errors import ConfigError  # noqa: E402
@@ -146,6 +148,50 @@ def ui_link(uri: str, experiment_id: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"{redact(uri).rstrip('/')}/{page}"
     return f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/{page}"
+
+
+# Which splits each run used: a trial trains on train and picks epochs on validation; the job's
+# best model is also scored on test, on the parent run.
+TRIAL_SPLITS = ("train", "validation")
+JOB_SPLITS = ("train", "validation", "test")
+
+
+def dataset_inputs(data: Any) -> dict[str, DatasetInput]:
+    """The job's data as MLflow dataset inputs, one per split, made once per job.
+
+    Each split is a dataset named after the data (``digits``), with its source (the file's
+    path, or the loader that made it), a digest of all its values (SHA-256 of the feature and
+    target arrays, so two studies that used the same rows show the same digest; MLflow's own
+    digest looks at the first 10,000 values only), its shape as profile, and the split as the
+    ``mlflow.data.context`` tag, which MLflow's runs table shows and filters on.
+    """
+    import hashlib
+
+    import numpy as np
+
+    source = data.source or data.name
+    is_file = Path(source).is_absolute()
+    inputs = {}
+    for split, x, y in (
+        ("train", data.x_train, data.y_train),
+        ("validation", data.x_valid, data.y_valid),
+        ("test", data.x_test, data.y_test),
+    ):
+        digest = hashlib.sha256()
+        for array in (x, y):
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.data)
+        dataset = mlflow.data.from_numpy(
+            x,
+            targets=y,
+            source=source if is_file else CodeDatasetSource({"loader": source}),
+            name=data.name,
+            digest=digest.hexdigest()[:16],
+        )
+        tag = InputTag(key=MLFLOW_DATASET_CONTEXT, value=split)
+        inputs[split] = DatasetInput(dataset=dataset._to_mlflow_entity(), tags=[tag])
+    return inputs
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -270,6 +316,11 @@ class ParentRun:
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         """Upload one file."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_inputs(self, inputs: Mapping[str, DatasetInput]) -> None:
+        """Log the job's data splits as this run's dataset inputs; trials get theirs too."""
+        self.tracker.data_inputs = [inputs[s] for s in TRIAL_SPLITS if s in inputs]
+        self.client.log_inputs(self.run_id, [inputs[s] for s in JOB_SPLITS if s in inputs])
 
     def log_text(self, text: str, name: str) -> None:
         """Upload a text artifact."""
@@ -401,6 +452,7 @@ class Tracker:
         self.study = study
         self.client = MlflowClient(tracking_uri=uri)
         self.adopted_run_id = os.environ.get("MLFLOW_RUN_ID") or None
+        self.data_inputs: list[DatasetInput] = []  # set by ParentRun.log_inputs
         if self.adopted_run_id:
             run = self.client.get_run(self.adopted_run_id)
             self.experiment_id = run.info.experiment_id
@@ -481,11 +533,13 @@ class Tracker:
             },
         )
         trial_run = TrialRun(self.client, run.info.run_id)
-        if params:
-            items = [Param(k, _param_value(v)) for k, v in params.items()]
-            self.client.log_batch(trial_run.run_id, params=items)
         status, state, reason = "FINISHED", "complete", None
         try:
+            if params:
+                items = [Param(k, _param_value(v)) for k, v in params.items()]
+                self.client.log_batch(trial_run.run_id, params=items)
+            if self.data_inputs:
+                self.client.log_inputs(trial_run.run_id, self.data_inputs)
             yield trial_run
         except optuna.TrialPruned as e:
             state, reason = "pruned", str(e) or "pruned"

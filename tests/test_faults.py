@@ -18,9 +18,9 @@ from tuning.cli import app
 
 
 def test_kill_9_mid_trial_then_rerun(make_experiment, workdir: Path) -> None:
+    # Default heartbeat (60 s): the rerun starts at once, long before the heartbeat goes stale.
     exp = make_experiment(
         "killed",
-        study__heartbeat_interval=1,
         study__max_retries=1,
         study__n_trials=2,
         training__max_epochs=2,
@@ -45,14 +45,17 @@ def test_kill_9_mid_trial_then_rerun(make_experiment, workdir: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
-    time.sleep(3)  # past the heartbeat's grace period (2 x 1 s)
+    status = CliRunner().invoke(app, ["status"])
+    assert "1 running (dead: 1)" in status.stdout, status.stdout
 
     result = CliRunner().invoke(app, ["run", str(exp), "--n-trials", "1"])
     assert result.exit_code == 0, result.output
+    assert "marked trial(s) 2 FAIL: their process on this host died" in result.stdout
     assert "ended 2 MLflow run(s) left RUNNING by a process that died" in result.stdout
 
     study = optuna.load_study(study_name="killed", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    assert "died" in study.trials[2].user_attrs["reason"]
     # study.max_retries: the dead trial was run again, with the same parameters.
     assert study.trials[3].params == study.trials[2].params
     assert study.trials[3].system_attrs.get("failed_trial") == 2

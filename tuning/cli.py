@@ -416,7 +416,7 @@ def status(
     import optuna
 
     from tuning.config import redact
-    from tuning.report import last_trial_time, state_counts
+    from tuning.report import last_trial_time, running_liveness, state_counts
 
     try:
         summaries = _study_summaries(storage, include_best_trial=True)
@@ -435,6 +435,7 @@ def status(
                 "study": summary.study_name,
                 "trials": summary.n_trials,
                 "states": counts,
+                "running": {k: n for k, n in running_liveness(trials).items() if n},
                 "best_value": top.value if top else None,
                 "best_trial": top.number if top else None,
                 "last_trial_at": last.isoformat(timespec="seconds") if last else None,
@@ -447,7 +448,15 @@ def status(
     if not rows:
         typer.echo(f"no study in {redact(storage)} yet")
     for r in rows:
-        states = ", ".join(f"{n} {k}" for k, n in sorted(r["states"].items()))
+        states = ", ".join(
+            f"{n} {k}"
+            + (
+                f" ({', '.join(f'{w}: {m}' for w, m in r['running'].items())})"
+                if k == "running" and r["running"]
+                else ""
+            )
+            for k, n in sorted(r["states"].items())
+        )
         best = (
             f"best {r['best_value']:.4f} (#{r['best_trial']})"
             if r["best_trial"] is not None

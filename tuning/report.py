@@ -34,6 +34,22 @@ def state_counts(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
     return counts
 
 
+def running_liveness(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    """RUNNING trials by whether their process lives: ``live``, ``dead`` (its process on this
+    host is gone: the next job fails it) or ``elsewhere`` (another host: its heartbeat tells)."""
+    from tuning.process import is_dead
+
+    out = {"live": 0, "dead": 0, "elsewhere": 0}
+    for t in trials:
+        if t.state != optuna.trial.TrialState.RUNNING:
+            continue
+        recorded = t.user_attrs.get("process")
+        ok = isinstance(recorded, dict) and recorded.get("trial") == t.number
+        dead = is_dead(recorded) if ok else None
+        out["elsewhere" if dead is None else "dead" if dead else "live"] += 1
+    return out
+
+
 def last_trial_time(trials: Iterable[optuna.trial.FrozenTrial]) -> Any:
     """When the latest trial ended (or started, if it still runs); None without trials."""
     times = [t.datetime_complete or t.datetime_start for t in trials]

@@ -25,7 +25,7 @@ from typing import Any
 
 import optuna
 
-from tuning import backend
+from tuning import backend, process
 from tuning.config import Experiment, PrunerConfig, SamplerConfig, check_objective_for, redact
 from tuning.errors import ConfigError, TrackingLost, TrialFailed
 
@@ -220,6 +220,44 @@ class JobResult:
     test_scores: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
+def fail_dead_trials(study: optuna.Study, *, max_retries: int) -> list[int]:
+    """Mark FAIL, at once, the RUNNING trials whose process on this host is gone.
+
+    Each trial records its process (:func:`tuning.process.identity`, with its own number, so a
+    retried copy of a dead trial is not mistaken for it). A job started right after ``kill -9``
+    finds the dead process here instead of waiting for its heartbeat to go stale; trials of
+    other hosts are left to the heartbeat. With ``max_retries`` a failed trial is queued again
+    with the same parameters, exactly as Optuna's heartbeat retry does.
+
+    Returns:
+        The numbers of the trials marked FAIL.
+    """
+    storage = study._storage  # as optuna.storages.fail_stale_trials reaches it
+    retry = (
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retries)
+        if max_retries
+        else None
+    )
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        recorded = t.user_attrs.get("process")
+        if not isinstance(recorded, dict) or recorded.get("trial") != t.number:
+            continue
+        if process.is_dead(recorded) is not True:
+            continue
+        reason = f"its process {recorded['pid']} on {recorded['host']} died"
+        try:  # the reason first: a finished trial cannot be changed
+            storage.set_trial_user_attr(t._trial_id, "reason", reason)
+            if not storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another job failed it first
+            continue
+        failed.append(t.number)
+        if retry is not None:
+            retry(study, storage.get_trial(t._trial_id))
+    return failed
+
+
 def compile_seconds(fit_start: float, hooks: list[tuple[float, float]]) -> float:
     """Seconds the first epoch took above the median epoch: tracing and compiling the model.
 
@@ -362,6 +400,10 @@ def run_job(
     lost: Exception | None = None  # set when the tracking server stops answering
     try:
         study = open_study(exp)
+        died = fail_dead_trials(study, max_retries=exp.study.max_retries)
+        if died:
+            numbers = ", ".join(map(str, died))
+            say(f"marked trial(s) {numbers} FAIL: their process on this host died")
         if exp.study.heartbeat_interval:
             optuna.storages.fail_stale_trials(study)
         dead = {
@@ -601,6 +643,8 @@ class _TrialRunner(TrialRunnerBase):
         self.champion: Any = None
 
     def objective(self, trial: optuna.Trial) -> float:
+        # First: so a job started after this process dies can tell the trial is dead.
+        trial.set_user_attr("process", {**process.identity(), "trial": trial.number})
         exp = self.exp
         params = exp.space.suggest(trial)
         logged = {**self.fixed, **params}

@@ -39,6 +39,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag  # noq
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT  # noqa: E402
 
+from tuning import process  # noqa: E402
 from tuning.config import redact  # noqa: E402
 from tuning.errors import ConfigError  # noqa: E402
 
@@ -208,19 +209,6 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _param_value(v: Any) -> str:
     text = "null" if v is None else str(v)
     return text[:_PARAM_MAX]
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _now_ms() -> int:
@@ -492,8 +480,7 @@ class Tracker:
         all_tags = {
             "study": self.study,
             "tuning.role": "job",
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
+            **process.identity(),  # host, pid, process_start: close_dead_jobs reads them
             **tags,
         }
         if self.adopted_run_id:
@@ -582,7 +569,7 @@ class Tracker:
         closed = 0
         for run in runs:
             pid = int(run.data.tags.get("pid", "0") or 0)
-            if pid == os.getpid() or run.info.run_id == self.adopted_run_id or _alive(pid):
+            if run.info.run_id == self.adopted_run_id or not process.is_dead(run.data.tags):
                 continue
             self.client.set_tag(run.info.run_id, "reason", f"its process {pid} on {host} died")
             self.client.set_terminated(run.info.run_id, status="KILLED")

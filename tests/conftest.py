@@ -24,6 +24,34 @@ from tuning import backend  # noqa: E402
 backend.select("auto")
 
 
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def in_ci() -> bool:
+    """Whether this is CI (``CI=true``), where .ci/run installs everything the tests need."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(available: object, what: str, install: str) -> None:
+    """Skip a test whose data or program this machine lacks, naming the command that installs
+    it; under CI fail instead, since .ci/run installs it there."""
+    if available:
+        return
+    message = f"{what} is not on this machine: {install}"
+    if in_ci():
+        pytest.fail(f"{message} (CI must have it: .ci/run installs it)")
+    pytest.skip(message)
+
+
+def require_fashion_mnist() -> None:
+    """Debian's Fashion-MNIST files (the tests never download)."""
+    require(
+        FASHION_DIR.is_dir(),
+        "Debian's Fashion-MNIST",
+        "apt-get install dataset-fashion-mnist",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     random.seed(0)

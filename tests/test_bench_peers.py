@@ -6,20 +6,20 @@ No timing is asserted: the benchmark's figures live in benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, require_fashion_mnist
 
 SCRIPT = ROOT / "benchmarks" / "peers.py"
 # The smoke mode trains on a slice of Fashion-MNIST from Debian's files (no download here).
-needs_fashion = pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist").is_dir() and not os.environ.get("CI"),
-    reason="needs Debian's Fashion-MNIST: apt-get install dataset-fashion-mnist (.ci/run does)",
-)
+
+
+@pytest.fixture
+def needs_fashion() -> None:
+    require_fashion_mnist()
 
 
 def _run(tmp_path: Path, only: str, budget: int, backends: tuple[str, ...] = ("jax",)) -> dict:
@@ -42,7 +42,7 @@ def _check_contestant(r: dict, budget: int) -> None:
     assert all(t["end"] <= budget for t in r["trials"])  # only trials within the budget count
 
 
-@needs_fashion
+@pytest.mark.usefixtures("needs_fashion")
 def test_smoke_optuna_loop_and_tool(tmp_path: Path) -> None:
     summary = _run(tmp_path, "optuna_loop,tool_book", budget=20)
     for name in ("optuna_loop@jax", "tool_book@jax"):
@@ -52,7 +52,7 @@ def test_smoke_optuna_loop_and_tool(tmp_path: Path) -> None:
     assert "trials_per_hour_ratio_tool_book_vs_optuna_loop" in summary["goals"]["jax"]
 
 
-@needs_fashion
+@pytest.mark.usefixtures("needs_fashion")
 @pytest.mark.slow
 def test_smoke_every_contestant(tmp_path: Path) -> None:
     names = "kt_random,kt_hyperband,optuna_loop,tool_book,tool_stretch,throughput"

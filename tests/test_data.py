@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_fashion_mnist
 
 import tuning.data
 from tuning.data import DATASETS, load_dataset, task_of
@@ -80,11 +80,8 @@ def test_fashion_mnist_reads_the_keras_cache_first(tmp_path, monkeypatch) -> Non
     assert data.class_names[0] == "T-shirt/top"
 
 
-@pytest.mark.skipif(
-    not FASHION_DIR.is_dir() and not os.environ.get("CI"),
-    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)",
-)
 def test_fashion_mnist_book_split_from_debian_files(tmp_path, monkeypatch) -> None:
+    require_fashion_mnist()
     monkeypatch.setenv(
         "KERAS_HOME", str(tmp_path)
     )  # an empty Keras cache: Debian's files are used

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import require
 from mlflow.tracking import MlflowClient
 
 PASSWORD = "s3cret-pw-42"
@@ -34,10 +35,7 @@ def _free_port() -> int:
 def postgres() -> Iterator[str]:
     """A throwaway PostgreSQL server with a password-protected user; yields its URL."""
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
-        pytest.skip("PostgreSQL is not installed")
+    require(initdb and pg_ctl, "PostgreSQL (initdb, pg_ctl)", "apt-get install postgresql")
     # Not under pytest's tmp_path: that is private to root, and the server runs as postgres.
     tmp_path = Path(tempfile.mkdtemp(prefix="tuning-pg-"))
     data = tmp_path / "pg"

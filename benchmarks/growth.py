@@ -8,8 +8,8 @@ the job's callbacks — at trials 10, 100 and 1,000. The goal is flat: per-trial
 
 How: it writes an experiment (digits, a small search space with a conditional parameter, TPE
 with 10 start-up trials, the median pruner, SQLite for Optuna and MLflow, ``log_models: none``)
-into ``--workdir`` and runs the real :func:`tuning.study.run_job` on it, with only the Keras part
-replaced: ``TrialRunnerBase.build`` returns a stand-in model and ``TrialRunnerBase.train`` makes
+into ``--workdir`` and runs the real :func:`tuning.job.run_job` on it, with only the Keras part
+replaced: ``Trainer.build`` returns a stand-in model and ``Trainer.train`` makes
 deterministic synthetic epochs (a smooth function of the parameters plus seeded noise) and calls
 the same ``on_epoch`` hook Keras would, so pruning, reporting and logging happen as in a real job
 while the fit itself costs about nothing. The gap between two consecutive ``trial N ...`` lines
@@ -131,7 +131,7 @@ class StandInModel:
 def synthetic_build(
     self: Any, params: dict[str, Any], *, number: int, max_epochs: int
 ) -> StandInModel:
-    """Stand-in for ``TrialRunnerBase.build``."""
+    """Stand-in for ``Trainer.build``."""
     return StandInModel(params)
 
 
@@ -167,7 +167,7 @@ def synthetic_train(
     max_epochs: int,
     on_epoch: Callable[[int, Mapping[str, float]], None],
 ) -> Any:
-    """Stand-in for ``TrialRunnerBase.train``: the same hook per epoch, early stopping included.
+    """Stand-in for ``Trainer.train``: the same hook per epoch, early stopping included.
 
     ``optuna.TrialPruned`` raised by ``on_epoch`` propagates, as it does out of ``model.fit``.
     """
@@ -268,11 +268,11 @@ def instrument(stack: ExitStack, meter: Meter, sampler: str) -> None:
     from mlflow.tracking import MlflowClient
     from optuna.storages._cached_storage import _CachedStorage
 
-    from tuning.study import TrialRunnerBase
+    from tuning.trial import Trainer
 
-    # _TrialRunner inherits build and train from TrialRunnerBase and calls them via self.
-    stack.enter_context(mock.patch.object(TrialRunnerBase, "build", synthetic_build))
-    stack.enter_context(mock.patch.object(TrialRunnerBase, "train", synthetic_train))
+    # Every engine builds and trains through the job's Trainer.
+    stack.enter_context(mock.patch.object(Trainer, "build", synthetic_build))
+    stack.enter_context(mock.patch.object(Trainer, "train", synthetic_train))
     cls = optuna.samplers.TPESampler if sampler == "tpe" else optuna.samplers.RandomSampler
     for name in (
         "before_trial",
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(workdir)  # MLflow's default artifact root is ./mlruns
 
     from tuning.config import load_experiment
-    from tuning.study import run_job
+    from tuning.job import run_job
 
     exp = load_experiment(path)
     meter = Meter()

@@ -314,7 +314,7 @@ def run_tool(space: str, budget: float, workdir: Path, smoke: bool) -> dict[str,
     import optuna
 
     from tuning.config import load_experiment
-    from tuning.study import run_job
+    from tuning.job import run_job
 
     exp_path = HERE / "experiments" / f"tool_{space}.yaml"
     overrides: list[tuple[str, Any]] = [

@@ -235,30 +235,6 @@ def test_ctrl_c_ends_every_run_killed(make_experiment, workdir, monkeypatch) -> 
     assert "best_value" in parents[0].data.metrics  # the best so far was recorded
 
 
-def test_nan_trials_fail_with_reason_and_study_goes_on(make_experiment, workdir) -> None:
-    space = {"n_hidden": 2, "n_neurons": 64, "optimizer": "sgd", "learning_rate": 10.0}
-    exp = make_experiment(
-        "nan",
-        space=space,
-        dataset={"name": "diabetes"},
-        objective={"metric": "val_loss", "direction": "minimize"},
-        study__n_trials=2,
-        training__max_epochs=5,
-    )
-    result = runner.invoke(app, ["run", str(exp)])
-    assert result.exit_code == 1
-    assert "no trial completed" in result.stderr
-    study = optuna.load_study(study_name="nan", storage="sqlite:///optuna.db")
-    # Both trials ran: the first failure did not stop the study.
-    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
-    assert all("TrialFailed: loss became" in t.user_attrs["reason"] for t in study.trials)
-    parents, children = _split(_runs(f"sqlite:///{workdir / 'mlflow.db'}", "nan"))
-    assert [r.info.status for r in children] == ["FAILED", "FAILED"]
-    assert all("learning rate too high" in r.data.tags["reason"] for r in children)
-    assert parents[0].info.status == "FINISHED"
-    assert parents[0].data.metrics["n_fail"] == 2
-
-
 def test_quiet_prints_nothing_on_success(make_experiment, workdir: Path) -> None:
     """A fresh process, as a user runs it: no library start-up or INFO lines either."""
     exp = make_experiment("hush", study__n_trials=1, training__max_epochs=2)

@@ -1,7 +1,7 @@
 """tuning: find good hyperparameters for Keras MLPs with Optuna, every trial recorded in MLflow.
 
 Public entry points: :func:`tuning.config.load_experiment` to read and validate an experiment,
-:func:`tuning.study.run_job` to run one job of it, and the ``tuning`` command line.
+:func:`tuning.job.run_job` to run one job of it, and the ``tuning`` command line.
 """
 
 from __future__ import annotations

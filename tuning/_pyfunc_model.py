@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import warnings
-from typing import Any
 
 import mlflow
 from mlflow.pyfunc import PythonModel
@@ -42,7 +41,9 @@ except ImportError:  # inside this package (tests, development)
 _show = warnings.showwarning
 
 
-def _quiet(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+def _quiet(
+    message: Warning | str, category: type[Warning], *args: object, **kwargs: object
+) -> None:
     """Drop MLflow's advice to add type hints to predict: the logged signature is the schema.
 
     MLflow raises it inside its own ``catch_warnings`` with a "once" filter, so a warnings

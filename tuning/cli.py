@@ -4,6 +4,10 @@ Owns argument parsing and what the user sees in the terminal. Each command calls
 functions; a :class:`~tuning.errors.ConfigError` becomes one line on stderr and exit code 2, an
 interrupt (Ctrl-C or SIGTERM) exit code 130 after the runs are ended, and any other error keeps
 its traceback. No tuning logic lives here.
+
+Each command imports the library inside its body: that keeps Optuna, MLflow and Keras out of
+``tuning --help`` (about 0.4 s), and Keras out of the process until ``tuning.job`` has chosen
+the backend.
 """
 
 from __future__ import annotations
@@ -13,11 +17,18 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tuning.errors import ConfigError, TrackingLost
+
+if TYPE_CHECKING:  # the commands import these inside their bodies: see the module docstring
+    import optuna
+
+    from tuning.config import Experiment
+    from tuning.job import JobResult
 
 app = typer.Typer(
     add_completion=False,
@@ -82,8 +93,8 @@ def _hush_libraries() -> None:
     logging.getLogger("mlflow").setLevel(level if isinstance(level, int) else logging.WARNING)
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    from tuning.study import STOP
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    from tuning.engines.base import STOP
 
     # Raised wherever the main thread is; if that spot swallows it (a finalizer, a library's
     # catch-all), the job still stops at the next epoch end or trial end, where STOP is checked.
@@ -182,7 +193,7 @@ def run(
         args += ["--quiet"] if quiet else []
         raise typer.Exit(_run_workers(exp, workers, args, quiet=quiet))
 
-    from tuning.study import run_job
+    from tuning.job import run_job
 
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     silent = quiet or as_json
@@ -209,9 +220,9 @@ def run(
         raise typer.Exit(1)
 
 
-def _run_workers(exp: Any, workers: int, args: list[str], *, quiet: bool = False) -> int:
+def _run_workers(exp: Experiment, workers: int, args: list[str], *, quiet: bool = False) -> int:
     """Validate once, create the stores once, then start the workers (each a `tuning run`)."""
-    from tuning.study import prepare_stores, validate_job
+    from tuning.job import prepare_stores, validate_job
     from tuning.workers import run_workers
 
     try:
@@ -225,7 +236,7 @@ def _run_workers(exp: Any, workers: int, args: list[str], *, quiet: bool = False
     return run_workers(args, n=workers, say=typer.echo)
 
 
-def _job_json(result: Any) -> dict[str, Any]:
+def _job_json(result: JobResult) -> dict[str, Any]:
     data = dataclasses.asdict(result)
     champion = result.champion
     data["champion"] = dataclasses.asdict(champion) if champion is not None else None
@@ -288,42 +299,18 @@ def validate(
     typer.echo(yaml.safe_dump(exp.resolved(), sort_keys=False).rstrip())
 
 
-def _study_summaries(storage: str, *, include_best_trial: bool = False) -> list[Any]:
-    """The studies in a storage; an unusable storage is a user error; a missing one has none."""
-    import optuna
+def _study_summaries(
+    storage: str, *, include_best_trial: bool = False
+) -> list[optuna.study.StudySummary]:
+    from tuning.storage import study_summaries
 
-    from tuning.config import redact
-    from tuning.study import db_error_reason, storage_has_studies
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        if not storage_has_studies(storage):
-            return []  # nothing there yet: looking must not create a storage
-        return optuna.get_all_study_summaries(storage, include_best_trial=include_best_trial)
-    except ConfigError:
-        raise
-    except Exception as e:
-        raise ConfigError(
-            f"cannot open the storage {redact(storage)} ({db_error_reason(e)})",
-            source="--storage",
-            fix="give the storage URL the studies were run with, e.g. sqlite:///optuna.db",
-        ) from e
+    return study_summaries(storage, include_best_trial=include_best_trial)
 
 
-def _open_study(study_name: str, storage: str) -> Any:
-    """Load a study read-only for show/best; a missing one is a user error naming the others."""
-    import optuna
+def _open_study(study_name: str, storage: str) -> optuna.Study:
+    from tuning.storage import load_study
 
-    from tuning.config import redact
-
-    names = [s.study_name for s in _study_summaries(storage)]
-    if study_name not in names:
-        raise ConfigError(
-            f"no study {study_name!r} in {redact(storage)}",
-            source="STUDY",
-            fix=f"use one of {', '.join(names) or '(none yet: run `tuning run` first)'}",
-        )
-    return optuna.load_study(study_name=study_name, storage=storage)
+    return load_study(study_name, storage)
 
 
 StorageOption = Annotated[str, typer.Option("--storage", help="Optuna storage URL of the study")]
@@ -568,7 +555,7 @@ def compare(
 
 
 def _compare_lines(rows: list[dict[str, Any]], metric: str) -> list[str]:
-    def fmt(v: Any, spec: str) -> str:
+    def fmt(v: object, spec: str) -> str:
         return format(v, spec) if isinstance(v, (int, float)) else "n/a"
 
     head = (
@@ -587,7 +574,7 @@ def _compare_lines(rows: list[dict[str, Any]], metric: str) -> list[str]:
     return lines
 
 
-def _best(study: Any) -> dict[str, Any] | None:
+def _best(study: optuna.Study) -> dict[str, Any] | None:
     try:
         trial = study.best_trial
     except ValueError:
@@ -606,7 +593,7 @@ def _best(study: Any) -> dict[str, Any] | None:
     }
 
 
-def _backends(trials: list[Any]) -> dict[str, int]:
+def _backends(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
     """How many trials each Keras backend trained (trials from before it was recorded: none)."""
     counts: dict[str, int] = {}
     for t in trials:

@@ -37,7 +37,7 @@ _HE = {"relu", "leaky_relu", "elu", "gelu", "swish"}
 def make_optimizer(
     name: str,
     *,
-    learning_rate: Any,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
     momentum: float = 0.9,
     beta_1: float = 0.9,
     beta_2: float = 0.999,
@@ -70,7 +70,9 @@ def make_optimizer(
     return factories[name]()
 
 
-def _learning_rate(p: Mapping[str, Any], *, steps_per_epoch: int, max_epochs: int) -> Any:
+def _learning_rate(
+    p: Mapping[str, object], *, steps_per_epoch: int, max_epochs: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
     """The learning rate, or a schedule of it (reduce_on_plateau is a callback in train.py)."""
     lr = float(p["learning_rate"])
     if p["lr_schedule"] == "exponential":
@@ -85,7 +87,7 @@ def _learning_rate(p: Mapping[str, Any], *, steps_per_epoch: int, max_epochs: in
     return lr
 
 
-def layer_widths(params: Mapping[str, Any]) -> list[int]:
+def layer_widths(params: Mapping[str, object]) -> list[int]:
     """Neurons of each hidden layer: n_neurons_1, n_neurons_2, ... or n_neurons for all."""
     p = resolve({k: v for k, v in params.items() if not k.startswith("extra.")})
     n = int(p["n_hidden"])
@@ -126,7 +128,7 @@ class _HostInitializer(keras.initializers.Initializer):
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+    def __call__(self, shape: tuple[int, ...], dtype: str | None = None) -> np.ndarray:
         scale, mode, distribution = _VARIANCE_SCALING[self.name]
         fan_in, fan_out = (shape[0], shape[-1]) if len(shape) > 1 else (shape[0], shape[0])
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
@@ -186,7 +188,7 @@ def _head(data: Dataset, *, loss: str, output_activation: str) -> tuple[Any, Any
 
 
 def build_model(
-    params: Mapping[str, Any],
+    params: Mapping[str, object],
     *,
     data: Dataset,
     loss: str = "auto",

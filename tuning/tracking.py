@@ -23,7 +23,13 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from tuning.data import Dataset
 
 # No progress bars in the job's output: one line per trial is what a person reads.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -157,7 +163,7 @@ TRIAL_SPLITS = ("train", "validation")
 JOB_SPLITS = ("train", "validation", "test")
 
 
-def dataset_inputs(data: Any) -> dict[str, DatasetInput]:
+def dataset_inputs(data: Dataset) -> dict[str, DatasetInput]:
     """The job's data as MLflow dataset inputs, one per split, made once per job.
 
     Each split is a dataset named after the data (``digits``), with its source (the file's
@@ -195,7 +201,7 @@ def dataset_inputs(data: Any) -> dict[str, DatasetInput]:
     return inputs
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(data: Mapping[str, object], prefix: str = "") -> dict[str, object]:
     out: dict[str, Any] = {}
     for k, v in data.items():
         key = f"{prefix}{k}"
@@ -206,7 +212,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _param_value(v: Any) -> str:
+def _param_value(v: object) -> str:
     text = "null" if v is None else str(v)
     return text[:_PARAM_MAX]
 
@@ -266,7 +272,7 @@ class TrialRun:
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
+    def set_tags(self, tags: Mapping[str, object]) -> None:
         """Set tags on the run."""
         self.client.log_batch(
             self.run_id, tags=[RunTag(k, _param_value(v)) for k, v in tags.items()]
@@ -284,7 +290,7 @@ class ParentRun:
     def client(self) -> MlflowClient:
         return self.tracker.client
 
-    def log_params(self, params: Mapping[str, Any]) -> None:
+    def log_params(self, params: Mapping[str, object]) -> None:
         """Log params, flattening nested mappings to dotted keys."""
         flat = _flatten(params)
         items = [Param(k, _param_value(v)) for k, v in flat.items()]
@@ -297,7 +303,7 @@ class ParentRun:
             {k: v for k, v in metrics.items() if v is not None}
         )
 
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
+    def set_tags(self, tags: Mapping[str, object]) -> None:
         """Set tags on the parent run."""
         TrialRun(self.client, self.run_id).set_tags(tags)
 
@@ -318,8 +324,8 @@ class ParentRun:
         self,
         *,
         keras_path: str | os.PathLike[str],
-        meta: Mapping[str, Any],
-        input_example: Any,
+        meta: Mapping[str, object],
+        input_example: pd.DataFrame | np.ndarray,
         pip_requirements: list[str],
     ) -> str:
         """Log a saved Keras model as an MLflow pyfunc model with signature and input example.
@@ -475,7 +481,7 @@ class Tracker:
                 raise
             return str(exp.experiment_id)
 
-    def start_parent(self, *, run_name: str, tags: Mapping[str, Any]) -> ParentRun:
+    def start_parent(self, *, run_name: str, tags: Mapping[str, object]) -> ParentRun:
         """Open this job's parent run, or adopt the one ``mlflow run`` created."""
         all_tags = {
             "study": self.study,
@@ -499,7 +505,7 @@ class Tracker:
 
     @contextmanager
     def trial_run(
-        self, parent: ParentRun, *, number: int, params: Mapping[str, Any]
+        self, parent: ParentRun, *, number: int, params: Mapping[str, object]
     ) -> Iterator[TrialRun]:
         """A child run for trial ``number``, ended with the right status whatever happens.
 

@@ -9,19 +9,17 @@ nothing of Optuna or MLflow. A NaN or infinite loss ends the fit with :class:`Tr
 
 from __future__ import annotations
 
-import gc
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import keras
 
 from tuning.data import Dataset
 from tuning.errors import TrialFailed
 
-__all__ = ["EpochHook", "FitResult", "fit", "fresh_session", "settle_heap"]
+__all__ = ["EpochHook", "FitResult", "fit", "fresh_session"]
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
 
@@ -52,12 +50,12 @@ class _EpochHookCallback(keras.callbacks.Callback):
         super().__init__()
         self._hook = hook
 
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, object] | None = None) -> None:
         clean = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
         self._hook(epoch, clean)
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: object) -> bool:
     try:
         float(v)
     except (TypeError, ValueError):
@@ -68,22 +66,10 @@ def _is_number(v: Any) -> bool:
 def fresh_session() -> None:
     """Free the previous trial's graph and memory before building the next model.
 
-    ``clear_session`` runs a full garbage collection; after :func:`settle_heap` that only walks
+    ``clear_session`` runs a full garbage collection; after ``job.settle_heap`` that only walks
     what the trials made, not the libraries and data the job holds.
     """
     keras.backend.clear_session()
-
-
-def settle_heap() -> None:
-    """Collect garbage once, then freeze what is alive (modules, data, stores) out of the GC.
-
-    Called once per job before the first trial. Without it, the collection in each trial's
-    :func:`fresh_session` walks every object TensorFlow, MLflow and the data hold: about 0.5 s
-    per trial on 2 cores, measured. Frozen objects are never freed, so only long-lived ones
-    should exist at this point.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 # Validation rows scored in one batch, up to this many: one shape, so one compiled test step per
@@ -97,6 +83,34 @@ def validation_batch_size(n_rows: int) -> int:
         return max(n_rows, 1)
     parts = -(-n_rows // MAX_VALIDATION_BATCH)
     return -(-n_rows // parts)
+
+
+def best_of(hist: Mapping[str, list[float]], *, monitor: str, direction: str) -> tuple[float, int]:
+    """The best finite value of ``monitor`` in a fit's history, and its (first) epoch.
+
+    Raises:
+        TrialFailed: if the last loss is NaN or infinite, or ``monitor`` was never logged or
+            never finite.
+    """
+    losses = hist.get("loss", [])
+    if losses and not math.isfinite(losses[-1]):
+        raise TrialFailed(
+            f"loss became {losses[-1]} in epoch {len(losses)} (learning rate too high?); "
+            "training stopped"
+        )
+    values = hist.get(monitor)
+    if not values:
+        raise TrialFailed(
+            f"no epoch produced {monitor!r}; Keras logged {sorted(hist)} (check objective.metric)"
+        )
+    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
+    if not finite:
+        raise TrialFailed(f"{monitor} was never finite; training diverged")
+    value, best_epoch = (min if direction == "minimize" else max)(finite)
+    if direction == "maximize":
+        # max() on (value, index) takes the last of equal values; report the first, as Keras does.
+        best_epoch = next(i for v, i in finite if v == value)
+    return value, best_epoch
 
 
 def fit(
@@ -136,11 +150,12 @@ def fit(
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model. Received: {model!r} of type {type(model)}")
+    mode = "min" if direction == "minimize" else "max"
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.EarlyStopping(
             monitor=monitor,
-            mode="min" if direction == "minimize" else "max",
+            mode=mode,
             patience=patience,
             min_delta=min_delta,
             restore_best_weights=True,
@@ -148,12 +163,7 @@ def fit(
     ]
     if reduce_on_plateau:
         callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor=monitor,
-                mode="min" if direction == "minimize" else "max",
-                factor=0.5,
-                patience=5,
-            )
+            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=5)
         )
     if on_epoch is not None:
         callbacks.append(_EpochHookCallback(on_epoch))
@@ -170,29 +180,11 @@ def fit(
     )
     seconds = time.perf_counter() - start
     hist = {k: [float(v) for v in vs] for k, vs in history.history.items() if _is_number(vs[0])}
-    epochs = len(hist.get("loss", []))
-    losses = hist.get("loss", [])
-    if losses and not math.isfinite(losses[-1]):
-        raise TrialFailed(
-            f"loss became {losses[-1]} in epoch {epochs} (learning rate too high?); "
-            "training stopped"
-        )
-    values = hist.get(monitor)
-    if not values:
-        raise TrialFailed(
-            f"no epoch produced {monitor!r}; Keras logged {sorted(hist)} (check objective.metric)"
-        )
-    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
-    if not finite:
-        raise TrialFailed(f"{monitor} was never finite; training diverged")
-    value, best_epoch = (min if direction == "minimize" else max)(finite)
-    if direction == "maximize":
-        # max() on (value, index) takes the last of equal values; report the first, as Keras does.
-        best_epoch = next(i for v, i in finite if v == value)
+    value, best_epoch = best_of(hist, monitor=monitor, direction=direction)
     return FitResult(
         value=value,
         best_epoch=best_epoch,
-        epochs=epochs,
+        epochs=len(hist.get("loss", [])),
         seconds=seconds,
         history=hist,
         n_params=int(model.count_params()),

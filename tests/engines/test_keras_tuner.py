@@ -1,0 +1,89 @@
+"""The KerasTuner engine's own part: the search space declared to KerasTuner.
+
+What every engine must do (MLflow names, resume, budget, errors) is in test_contract.py.
+"""
+
+from __future__ import annotations
+
+import keras_tuner as kt
+
+from tuning.space import SearchSpace
+
+
+def test_to_keras_tuner_declares_nested_conditions() -> None:
+    space = SearchSpace.from_dict(
+        {
+            "n_hidden": {"type": "int", "low": 1, "high": 3},
+            "n_neurons": {"type": "int", "low": 8, "high": 32, "log": True},
+            "n_neurons_per_layer": True,
+            "optimizer": {"type": "categorical", "choices": ["adam", "nesterov", "momentum"]},
+            "momentum": {
+                "type": "float",
+                "low": 0.8,
+                "high": 0.95,
+                "when": {"optimizer": ["nesterov", "momentum"]},
+            },
+            "lr_schedule": {
+                "type": "categorical",
+                "choices": ["none", "exponential"],
+                "when": {"optimizer": ["momentum"]},
+            },
+            "dropout": {  # chained (via lr_schedule) and a second, independent parent
+                "type": "float",
+                "low": 0.0,
+                "high": 0.5,
+                "when": {"lr_schedule": ["exponential"], "n_hidden": [2, 3]},
+            },
+            "batch_size": 64,
+        }
+    )
+    hp = kt.HyperParameters()
+    first = space.to_keras_tuner(hp)  # defaults: the first choice, the lowest values
+    assert first == {
+        "n_hidden": 1,
+        "n_neurons_per_layer": True,
+        "n_neurons_1": 8,
+        "optimizer": "adam",
+        "batch_size": 64,
+    }
+    declared = {h.name for h in hp.space}
+    assert {"momentum", "lr_schedule", "dropout", "n_neurons_1", "n_neurons_3"} <= declared
+    conditions = {
+        h.name: [(c.name, list(c.values)) for c in h.conditions]
+        for h in hp.space
+        if h.name in ("momentum", "dropout", "n_neurons_2")
+    }
+    assert conditions["momentum"] == [("optimizer", ["nesterov", "momentum"])]
+    assert conditions["dropout"] == [
+        ("optimizer", ["momentum"]),
+        ("lr_schedule", ["exponential"]),
+        ("n_hidden", [2, 3]),
+    ]
+    assert conditions["n_neurons_2"] == [("n_hidden", [2, 3])]
+
+    chosen = hp.copy()
+    values = {
+        "n_hidden": 2,
+        "n_neurons_per_layer": True,
+        "n_neurons_1": 16,
+        "n_neurons_2": 9,
+        "optimizer": "momentum",
+        "momentum": 0.9,
+        "lr_schedule": "exponential",
+        "dropout": 0.25,
+    }
+    chosen.values = dict(values)
+    # Active values come back as suggest() returns them, fixed values (batch_size) included.
+    assert space.to_keras_tuner(chosen) == {**values, "batch_size": 64}
+    chosen.values = {**chosen.values, "lr_schedule": "none", "optimizer": "momentum"}
+    assert "dropout" not in space.to_keras_tuner(chosen)
+
+    # A random trial from a real oracle gives a valid, active-only parameter set.
+    oracle = kt.oracles.RandomSearchOracle(objective="val_accuracy", max_trials=5, seed=3)
+    oracle.hyperparameters = hp.copy()
+    values = oracle._random_values()
+    sample = hp.copy()
+    sample.values = values
+    params = space.to_keras_tuner(sample)
+    assert ("momentum" in params) == (params["optimizer"] != "adam")
+    assert sum(k.removeprefix("n_neurons_").isdigit() for k in params) == params["n_hidden"]

@@ -1,0 +1,153 @@
+"""The contract a search engine fulfils, and what a job hands it.
+
+Owns :class:`Engine`, the abstract base every engine implements (as Optuna's ``BaseSampler`` is
+for samplers: required methods, optional hooks, the docstrings are the contract), the
+:class:`JobContext` a job hands an engine, the :class:`Outcome` an engine reports back, and the
+:data:`STOP` flag a signal handler sets. ``tuning.job`` runs whichever engine the experiment
+names and does everything else the same way for all of them (validation, the parent run, the
+best model, the champion, the summary), so two engines differ only in how they choose and run
+trials. This module imports nothing heavy: no Keras, no Optuna, no MLflow.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from tuning.config import Experiment
+    from tuning.data import Dataset
+    from tuning.tracking import ParentRun, Tracker
+    from tuning.trial import Trainer
+
+__all__ = ["STOP", "Engine", "JobContext", "Outcome", "Say", "check_stop"]
+
+Say = Callable[[str], None]
+
+# Set by the command line's SIGTERM handler, which also raises KeyboardInterrupt at once; this
+# flag makes a job stop at the next epoch or trial end even where a library swallowed that.
+STOP = threading.Event()
+
+
+def check_stop() -> None:
+    """Raise KeyboardInterrupt when a stop was requested (engines call it at each epoch end)."""
+    if STOP.is_set():
+        raise KeyboardInterrupt("stop requested (SIGTERM)")
+
+
+@dataclasses.dataclass
+class JobContext:
+    """What a job hands its engine: the experiment, its data and the MLflow runs.
+
+    Attributes:
+        exp: The validated experiment.
+        data: The loaded dataset (every split).
+        tracker: MLflow for this job; ``tracker.trial_run`` opens each trial's child run.
+        parent: This job's parent run.
+        say: Where the terminal lines go.
+        trainer: Builds, trains and keeps the job's best model (shared by every engine).
+        t0: ``time.perf_counter()`` when the job started.
+        deadline: ``perf_counter`` time after which no trial starts and the trial in flight
+            stops at its next epoch end; ``None`` without a time budget.
+        progress: Show a progress bar where the engine has one.
+    """
+
+    exp: Experiment
+    data: Dataset
+    tracker: Tracker
+    parent: ParentRun
+    say: Say
+    trainer: Trainer
+    t0: float
+    deadline: float | None = None
+    progress: bool = False
+
+
+@dataclasses.dataclass
+class Outcome:
+    """Where the search stands after a job, across every job of the same study or project.
+
+    Attributes:
+        counts: Trials per state (``complete``, ``pruned``, ``fail``, ``running``, ...).
+        added: This job's own trials per state (the same keys).
+        best_trial: Number of the best trial so far; ``None`` before one completes.
+        best_value: Its objective value.
+        best_params: Its hyperparameters, fixed values included.
+        best_run_id: Its MLflow run.
+    """
+
+    counts: dict[str, int]
+    added: dict[str, int]
+    best_trial: int | None = None
+    best_value: float | None = None
+    best_params: dict[str, object] = dataclasses.field(default_factory=dict)
+    best_run_id: str = ""
+
+
+class Engine(abc.ABC):
+    """A search engine: opens or resumes its search, runs trials, reports where it stands.
+
+    A job calls, in order: :meth:`open` once, :meth:`search` once, then :meth:`outcome` (also
+    after an interrupted or failed search), :meth:`reports` and :meth:`summary_lines`, and
+    :meth:`close` last, whatever happened. Every trial must go through
+    ``ctx.tracker.trial_run`` (the MLflow child run, ended FINISHED/FAILED/KILLED whatever
+    happens) and ``ctx.trainer`` (build, train with early stopping, keep the job's best model),
+    so every engine's runs carry the same names; and must call :func:`check_stop` at each epoch
+    end. A trial's problem (:class:`~tuning.errors.TrialFailed`) fails that trial and the search
+    goes on; a KeyboardInterrupt ends the search at once.
+
+    Attributes:
+        name: The ``study.engine`` value that picks this engine.
+        noun: What the job's summary calls the search (``study has 8 trials``).
+    """
+
+    name: ClassVar[str]
+    noun: ClassVar[str] = "study"
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+
+    @classmethod
+    def parent_tags(cls, exp: Experiment) -> dict[str, str]:
+        """Tags for the parent run that say which engine ran it (optional hook)."""
+        return {"engine": cls.name}
+
+    @abc.abstractmethod
+    def open(self) -> str:
+        """Create or resume the search; return how to name it in the job's first line,
+        e.g. ``study 'quickstart' (resumed with 8 trials, sqlite:///optuna.db)``.
+
+        Raises:
+            ConfigError: when the stored search cannot be used with this experiment.
+        """
+
+    @abc.abstractmethod
+    def search(self) -> None:
+        """Run this job's trials within the experiment's budget (``n_trials``, the deadline).
+
+        Raises:
+            KeyboardInterrupt: on Ctrl-C or SIGTERM, after the trial in flight was ended KILLED.
+        """
+
+    @abc.abstractmethod
+    def outcome(self) -> Outcome:
+        """Trial counts and the best trial so far, over every job of this search."""
+
+    def reports(self, out_dir: Path) -> list[Path]:
+        """Files for the parent run (tables, plots), written into ``out_dir`` (optional hook)."""
+        return []
+
+    def summary_lines(self) -> list[str]:
+        """Extra lines for the end of the job's terminal summary (optional hook)."""
+        return []
+
+    def summary_markdown(self, *, test_scores: dict[str, float], seconds: float) -> str | None:
+        """The parent run's ``summary.md`` (optional hook; ``None``: none is written)."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 (an optional hook: nothing to do by default)
+        """Release what :meth:`open` holds (optional hook)."""

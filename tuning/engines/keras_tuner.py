@@ -1,0 +1,169 @@
+"""The KerasTuner engine: the same job run by a KerasTuner tuner, recorded exactly like Optuna's.
+
+Owns the KerasTuner side of a job: the tuner (random, bayesian or hyperband) over the same search
+space (``SearchSpace.to_keras_tuner``), its project folder ``kt_studies/<study name>`` in the
+current folder (next to the default Optuna storage file), resumed on the next run
+(``overwrite=False``), and a ``run_trial`` that trains with the job's
+:class:`~tuning.trial.Trainer` and records the trial through ``Tracker.trial_run`` under the same
+parameter, metric and tag names as the Optuna engine. It does not touch the Optuna study
+(``study.storage`` is validated but unused) and does not prune: the pruner settings are ignored.
+Hyperband's ``tuner/epochs`` is the trial's ``max_epochs`` and every trial trains from scratch
+(no warm start from ``tuner/trial_id``'s checkpoint): a simplification that costs time, not
+correctness.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras_tuner as kt
+
+from tuning.config import Experiment
+from tuning.engines.base import Engine, JobContext, Outcome, check_stop
+from tuning.errors import TrialFailed
+
+__all__ = ["KT_DIRECTORY", "KerasTunerEngine"]
+
+KT_DIRECTORY = "kt_studies"
+_TUNERS: dict[str, type[kt.Tuner]] = {
+    "random": kt.RandomSearch,
+    "bayesian": kt.BayesianOptimization,
+    "hyperband": kt.Hyperband,
+}
+
+
+def _make_tuner(exp: Experiment, *, engine: KerasTunerEngine) -> kt.Tuner:
+    """The configured KerasTuner tuner, its ``run_trial`` delegated to ``engine``."""
+    base = _TUNERS[exp.study.tuner]
+
+    class _HyperModel(kt.HyperModel):  # type: ignore[misc]
+        def build(self, hp: kt.HyperParameters) -> None:  # declares the space only
+            exp.space.to_keras_tuner(hp)
+
+    def run_trial(self: kt.Tuner, trial: kt.engine.trial.Trial, *args: object, **kwargs: object):  # noqa: ANN202
+        return engine.run_trial(trial)
+
+    tuner_cls = type(f"Tuning{base.__name__}", (base,), {"run_trial": run_trial})
+    kwargs: dict[str, object] = {
+        "hypermodel": _HyperModel(),
+        "objective": kt.Objective(
+            exp.objective.metric,
+            direction="min" if exp.objective.direction == "minimize" else "max",
+        ),
+        "seed": exp.study.seed + 1,  # KerasTuner treats seed 0 as "no seed"
+        "directory": str(Path.cwd() / KT_DIRECTORY),
+        "project_name": exp.study_name,
+        "overwrite": False,
+    }
+    if exp.study.tuner == "hyperband":
+        kwargs["max_epochs"] = exp.training.max_epochs
+    else:
+        kwargs["max_trials"] = exp.study.n_trials
+    tuner = tuner_cls(**kwargs)
+    done = len(tuner.oracle.trials)
+    # max_trials is not part of the saved oracle: count the reloaded trials and add this job's.
+    tuner.oracle.max_trials = done + int(exp.study.n_trials or 0)
+    return tuner
+
+
+class KerasTunerEngine(Engine):
+    """One job's trials in a KerasTuner project (see :class:`~tuning.engines.base.Engine`)."""
+
+    name = "keras_tuner"
+    noun = "KerasTuner project"
+
+    def __init__(self, ctx: JobContext) -> None:
+        super().__init__(ctx)
+        self.tuner: kt.Tuner | None = None
+        self.run_ids: dict[int, str] = {}
+        self.numbers: set[int] = set()
+
+    @classmethod
+    def parent_tags(cls, exp: Experiment) -> dict[str, str]:
+        return {"engine": cls.name, "tuner": exp.study.tuner}
+
+    def open(self) -> str:
+        exp = self.ctx.exp
+        self.tuner = _make_tuner(exp, engine=self)
+        n = len(self.tuner.oracle.trials)
+        return (
+            f"KerasTuner {exp.study.tuner} project {exp.study_name!r} "
+            f"({f'resumed with {n} trials' if n else 'new'}, {KT_DIRECTORY}/)"
+        )
+
+    def search(self) -> None:
+        assert self.tuner is not None, "open() first"
+        self.tuner.search(verbose=0)
+
+    def run_trial(self, trial: kt.engine.trial.Trial) -> dict[str, float]:
+        """Train one KerasTuner trial and return its objective (KerasTuner's ``run_trial``)."""
+        ctx, exp = self.ctx, self.ctx.exp
+        trainer = ctx.trainer
+        number = int(trial.trial_id)
+        params = exp.space.to_keras_tuner(trial.hyperparameters)
+        max_epochs = int(
+            trial.hyperparameters.values.get("tuner/epochs") or exp.training.max_epochs
+        )
+        logged = trainer.logged_params(params, max_epochs=max_epochs)
+        monitor = exp.objective.metric
+        trainer.trials_run += 1
+        self.numbers.add(number)
+        started = time.perf_counter()
+        state, value, epochs = "failed", None, 0
+        try:
+            with ctx.tracker.trial_run(ctx.parent, number=number, params=logged) as run:
+                self.run_ids[number] = run.run_id
+                n_params = None
+                try:
+                    model = trainer.build(params, number=number, max_epochs=max_epochs)
+                    n_params = int(model.count_params())
+
+                    def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+                        check_stop()
+                        run.log_epoch(epoch, logs)
+
+                    result = trainer.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
+                    trainer.histories[number] = result.history
+                    run.log_metrics({"objective": result.value, "best_epoch": result.best_epoch})
+                    trainer.keep_if_best(model, result.value, number)
+                    state, value = "complete", result.value
+                    return {monitor: result.value}
+                finally:
+                    epochs = run.epochs
+                    seconds = time.perf_counter() - started
+                    run.log_metrics(
+                        {"epochs_trained": epochs, "n_params": n_params, "train_seconds": seconds}
+                    )
+        except TrialFailed as e:
+            # FAILED in KerasTuner (no retry); the search goes on, as with Optuna's catch=.
+            raise kt.errors.FailedTrialError(str(e)) from e
+        finally:
+            shown = f"{monitor}={value:.4f}" if value is not None else ""
+            ctx.say(
+                f"trial {number:>3} {state:<8} {shown} epochs={epochs} "
+                f"{time.perf_counter() - started:.1f}s"
+            )
+
+    def outcome(self) -> Outcome:
+        tuner = self.tuner
+        trials = list(tuner.oracle.trials.values()) if tuner is not None else []
+        counts = {"complete": 0, "pruned": 0, "fail": 0, "running": 0}
+        added = dict(counts)
+        for t in trials:
+            key = {"COMPLETED": "complete", "RUNNING": "running"}.get(str(t.status), "fail")
+            counts[key] += 1
+            if int(t.trial_id) in self.numbers:
+                added[key] += 1
+        best = tuner.oracle.get_best_trials(1) if tuner is not None else []
+        if not best or best[0].score is None:
+            return Outcome(counts=counts, added=added)
+        number = int(best[0].trial_id)
+        return Outcome(
+            counts=counts,
+            added=added,
+            best_trial=number,
+            best_value=float(best[0].score),
+            best_params=dict(self.ctx.exp.space.to_keras_tuner(best[0].hyperparameters.copy())),
+            best_run_id=self.run_ids.get(number, ""),
+        )

@@ -565,7 +565,7 @@ def test_redact(url: str, expected: str) -> None:
 
 def test_config_and_space_do_not_import_frameworks() -> None:
     code = (
-        "import sys, tuning.config, tuning.space\n"
+        "import sys, tuning.config, tuning.config.space\n"
         f"tuning.config.load_experiment({str(QUICKSTART)!r})\n"
         "print(sorted({m.split('.')[0] for m in sys.modules}"
         " & {'keras', 'mlflow', 'tensorflow', 'optuna'}))\n"

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from tuning.cli import app
-from tuning.space import SearchSpace
+from tuning.config.space import SearchSpace
 
 runner = CliRunner()
 TRAINING = {"max_epochs", "patience", "batch_size"}

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tuning.config import load_search_space
+from tuning.config.space import SearchSpace
 from tuning.data import load_dataset
 from tuning.errors import ConfigError
 from tuning.model import build_model, layer_widths
-from tuning.space import SearchSpace
 from tuning.train import fit, fresh_session
 
 

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tuning.config import load_search_space
+from tuning.config.params import ACTIVATIONS, KERNEL_INITIALIZERS, OPTIMIZERS, PARAMETERS
+from tuning.config.space import CategoricalSpec, FixedSpec, FloatSpec, IntSpec, SearchSpace
 from tuning.errors import ConfigError
-from tuning.params import ACTIVATIONS, KERNEL_INITIALIZERS, OPTIMIZERS, PARAMETERS
-from tuning.space import CategoricalSpec, FixedSpec, FloatSpec, IntSpec, SearchSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))

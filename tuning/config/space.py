@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from tuning.config.params import PARAMETERS, PER_LAYER_PREFIX
 from tuning.errors import ConfigError, config_error_from_validation
-from tuning.params import PARAMETERS, PER_LAYER_PREFIX
 
 if TYPE_CHECKING:
     import optuna

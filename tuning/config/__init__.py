@@ -20,8 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tuning.config.space import SearchSpace
 from tuning.errors import ConfigError, config_error_from_validation
-from tuning.space import SearchSpace
 
 __all__ = [
     "DEFAULT_EXPERIMENT",

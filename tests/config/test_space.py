@@ -1,5 +1,6 @@
-"""Search spaces (tuning/space.py): spec kinds, the rules each spec and space must satisfy, and
-sampling from real in-memory Optuna studies (no mocks), including conditional parameters."""
+"""Search spaces (tuning/config/space.py): spec kinds, the rules each spec and space must
+satisfy, and sampling from real in-memory Optuna studies (no mocks), including conditional
+parameters."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import optuna
 import pytest
+from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +20,6 @@ from tuning.config.params import ACTIVATIONS, KERNEL_INITIALIZERS, OPTIMIZERS, P
 from tuning.config.space import CategoricalSpec, FixedSpec, FloatSpec, IntSpec, SearchSpace
 from tuning.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 SOURCE = "space.yaml"
 

@@ -1,5 +1,5 @@
-"""Experiment and search-space files: the schema, the search-space language, --set overrides and
-cross-field checks, all run before anything is created; nothing here imports Keras or MLflow."""
+"""Experiment and search-space files: schema, search-space language, --set overrides and checks,
+all applied before anything is created; imports no Keras, Optuna or MLflow."""
 
 from tuning.config.checks import (
     CHECKS,

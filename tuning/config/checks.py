@@ -14,16 +14,6 @@ from pathlib import Path
 from tuning.config.schema import Experiment
 from tuning.errors import ConfigError
 
-__all__ = [
-    "CHECKS",
-    "LOWER_IS_BETTER",
-    "OBJECTIVE_METRICS",
-    "check_objective_for",
-    "redact",
-    "register_check",
-    "static_task",
-]
-
 Check = Callable[[Experiment], None]
 CHECKS: list[Check] = []
 

@@ -24,8 +24,6 @@ from tuning.config.schema import EXPERIMENT_FIELDS, Experiment
 from tuning.config.space import SearchSpace
 from tuning.errors import ConfigError, config_error_from_validation
 
-__all__ = ["DEFAULT_EXPERIMENT", "load_experiment", "load_search_space", "read_yaml"]
-
 DEFAULT_EXPERIMENT = "experiments/quickstart.yaml"
 
 

@@ -9,8 +9,6 @@ import yaml
 
 from tuning.errors import ConfigError
 
-__all__ = ["SPACE_PREFIX", "apply_overrides", "parse_set", "split_overrides"]
-
 SPACE_PREFIX = "search_space."  # keys under it override the space itself (file or inline)
 
 Override = tuple[str, object]

@@ -17,19 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tuning.config.space import SearchSpace
 
-__all__ = [
-    "EXPERIMENT_FIELDS",
-    "DatasetConfig",
-    "EarlyStoppingConfig",
-    "Experiment",
-    "ObjectiveConfig",
-    "PrunerConfig",
-    "SamplerConfig",
-    "StudyConfig",
-    "TrackingConfig",
-    "TrainingConfig",
-]
-
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 

@@ -415,7 +415,7 @@ def test_empty_inline_search_space(tmp_path: Path) -> None:
 
 
 def _walk(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
-    """Dotted key -> pydantic field, nested models included (independent of config.py)."""
+    """Dotted key -> pydantic field, nested models included (independent of schema.py)."""
     out: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         out[prefix + name] = field

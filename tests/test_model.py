@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
+from tuning.config.params import OPTIMIZERS
 from tuning.data import load_dataset
 from tuning.errors import TrialFailed
 from tuning.model import build_model, make_optimizer
-from tuning.params import OPTIMIZERS
 from tuning.train import fit, fresh_session
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from tuning.config.params import PER_LAYER_PREFIX, resolve
 from tuning.data import Dataset
 from tuning.encoding import TabularEncoder
-from tuning.params import PER_LAYER_PREFIX, resolve
 
 __all__ = ["METRICS", "build_model", "layer_widths", "make_optimizer"]
 
@@ -198,8 +198,8 @@ def build_model(
     """Build and compile an MLP for ``data`` from hyperparameters.
 
     Args:
-        params: Hyperparameters (names from :data:`tuning.params.PARAMETERS`); missing ones take
-            their defaults.
+        params: Hyperparameters (names from :data:`tuning.config.params.PARAMETERS`); missing
+            ones take their defaults.
         data: The dataset, for the input shape, the task, the outputs and the encoding.
         loss: Regression loss: ``auto`` (MSE), ``mse``, ``mae`` or ``huber``.
         output_activation: Regression output: ``auto`` / ``linear``, or ``softplus`` / ``relu``

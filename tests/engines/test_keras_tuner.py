@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import keras_tuner as kt
 
-from tuning.space import SearchSpace
+from tuning.config.space import SearchSpace
 
 
 def test_to_keras_tuner_declares_nested_conditions() -> None:
@@ -87,3 +87,29 @@ def test_to_keras_tuner_declares_nested_conditions() -> None:
     params = space.to_keras_tuner(sample)
     assert ("momentum" in params) == (params["optimizer"] != "adam")
     assert sum(k.removeprefix("n_neurons_").isdigit() for k in params) == params["n_hidden"]
+
+
+def test_to_keras_tuner_fixed_width_per_layer() -> None:
+    # A fixed n_neurons with per-layer widths: every layer gets the constant, as suggest() gives.
+    space = SearchSpace.from_dict(
+        {
+            "n_hidden": {"type": "int", "low": 1, "high": 3},
+            "n_neurons": 64,
+            "n_neurons_per_layer": True,
+        }
+    )
+    hp = kt.HyperParameters()
+    assert space.to_keras_tuner(hp) == {
+        "n_hidden": 1,
+        "n_neurons_per_layer": True,
+        "n_neurons_1": 64,
+    }
+    chosen = hp.copy()
+    chosen.values = {**hp.values, "n_hidden": 3}
+    assert space.to_keras_tuner(chosen) == {
+        "n_hidden": 3,
+        "n_neurons_per_layer": True,
+        "n_neurons_1": 64,
+        "n_neurons_2": 64,
+        "n_neurons_3": 64,
+    }

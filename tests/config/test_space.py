@@ -1,5 +1,6 @@
-"""Search spaces (tuning/space.py): spec kinds, the rules each spec and space must satisfy, and
-sampling from real in-memory Optuna studies (no mocks), including conditional parameters."""
+"""Search spaces (tuning/config/space.py): spec kinds, the rules each spec and space must
+satisfy, and sampling from real in-memory Optuna studies (no mocks), including conditional
+parameters."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from typing import Any
 
 import optuna
 import pytest
+from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tuning.config import load_search_space
+from tuning.config.params import ACTIVATIONS, KERNEL_INITIALIZERS, OPTIMIZERS, PARAMETERS
+from tuning.config.space import CategoricalSpec, FixedSpec, FloatSpec, IntSpec, SearchSpace
 from tuning.errors import ConfigError
-from tuning.params import ACTIVATIONS, KERNEL_INITIALIZERS, OPTIMIZERS, PARAMETERS
-from tuning.space import CategoricalSpec, FixedSpec, FloatSpec, IntSpec, SearchSpace
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 SOURCE = "space.yaml"
 

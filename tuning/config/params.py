@@ -8,6 +8,7 @@ importing a framework.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,7 +139,7 @@ PER_LAYER_PREFIX = "n_neurons_"
 DEFAULTS: dict[str, Any] = {name: info.default for name, info in PARAMETERS.items()}
 
 
-def resolve(params: dict[str, Any]) -> dict[str, Any]:
+def resolve(params: Mapping[str, object]) -> dict[str, Any]:
     """Return every known parameter: the given values over the defaults.
 
     Args:

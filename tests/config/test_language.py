@@ -5,14 +5,15 @@ from __future__ import annotations
 import keras
 import optuna
 import pytest
+from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tuning.config import load_search_space
+from tuning.config.space import SearchSpace
 from tuning.data import load_dataset
 from tuning.errors import ConfigError
 from tuning.model import build_model, layer_widths
-from tuning.space import SearchSpace
 from tuning.train import fit, fresh_session
 
 
@@ -90,8 +91,6 @@ def test_booleans_are_checked() -> None:
 
 
 def test_shipped_spaces_cover_the_language() -> None:
-    from conftest import ROOT
-
     for path in sorted((ROOT / "search_spaces").glob("*.yaml")):
         load_search_space(path)
 

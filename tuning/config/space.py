@@ -1,17 +1,19 @@
-"""Search spaces: declarative parameter specs turned into Optuna suggestions, define-by-run.
+"""Search spaces: declarative parameter specs turned into Optuna suggestions, define-by-run, or
+declared on KerasTuner ``HyperParameters``.
 
 Owns one spec class per kind of parameter (``int``, ``float``, ``categorical``, ``fixed``), the
 rules each must satisfy (checked when built), conditional parameters (``when:``) and the order in
 which parameters are suggested so that a condition is always decided before the parameter it
-guards. It knows nothing of files (``config.py`` reads them) and imports neither Keras nor MLflow;
-it only calls ``trial.suggest_*`` on the trial it is given.
+guards. It knows nothing of files (``loading.py`` reads them) and imports neither Keras nor MLflow;
+it only calls ``trial.suggest_*`` or ``hp.Int`` ... on the trial or hyperparameters it is given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeGuard
 
 from pydantic import (
     BaseModel,
@@ -22,10 +24,11 @@ from pydantic import (
     model_validator,
 )
 
+from tuning.config.params import PARAMETERS, PER_LAYER_PREFIX
 from tuning.errors import ConfigError, config_error_from_validation
-from tuning.params import PARAMETERS, PER_LAYER_PREFIX
 
 if TYPE_CHECKING:
+    import keras_tuner
     import optuna
 
 __all__ = [
@@ -38,9 +41,15 @@ __all__ = [
 ]
 
 Scalar = bool | int | float | str | None
+Scope = tuple[str, tuple[Scalar, ...]]  # a KerasTuner conditional_scope: (parent, its values)
 
 
 EXTRA_KEY = "extra"  # the user's own parameters: suggested and logged, not read by the model
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    """An int or a float, not a bool (YAML's true is not the number 1 here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class _Spec(BaseModel):
@@ -58,7 +67,7 @@ class _Spec(BaseModel):
 
     @field_validator("when", mode="before")
     @classmethod
-    def _scalar_to_list(cls, value: Any) -> Any:
+    def _scalar_to_list(cls, value: object) -> object:
         if isinstance(value, Mapping):
             return {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in value.items()}
         return value
@@ -67,7 +76,15 @@ class _Spec(BaseModel):
         """Ask ``trial`` for this parameter's value under ``name``."""
         raise NotImplementedError
 
-    def possible(self, value: Any) -> bool:
+    def declare(self, hp: keras_tuner.HyperParameters, name: str) -> Any:
+        """Declare this parameter on ``hp`` under ``name``; return its current value there."""
+        raise NotImplementedError
+
+    def from_keras_tuner(self, values: Mapping[str, object], name: str) -> Any:
+        """This parameter's value among KerasTuner's ``values``, as :meth:`suggest` returns it."""
+        return values[name]
+
+    def possible(self, value: object) -> bool:
         """Whether this parameter can ever take ``value`` (used to check ``when:`` lists)."""
         raise NotImplementedError
 
@@ -119,10 +136,20 @@ class _RangeSpec(_Spec):
     def bounds(self) -> tuple[float, float]:
         return (float(self.low), float(self.high))  # type: ignore[attr-defined]
 
-    def possible(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+    def possible(self, value: object) -> bool:
+        if not _is_number(value):
             return False
-        return self.low <= value <= self.high  # type: ignore[attr-defined,no-any-return]
+        in_range = self.low <= value <= self.high  # type: ignore[attr-defined]
+        return bool(in_range) and self._on_grid(value)
+
+    def _on_grid(self, value: int | float) -> bool:
+        """Whether ``value``, within the range, is one this kind can take."""
+        return True
+
+    @property
+    def _sampling(self) -> str:
+        """KerasTuner's name for the scale: ``log`` or ``linear``."""
+        return "log" if self.log else "linear"
 
     def summary(self) -> str:
         extra = " log" if self.log else ""
@@ -143,8 +170,12 @@ class IntSpec(_RangeSpec):
     def suggest(self, trial: optuna.Trial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, step=self.step or 1, log=self.log)
 
-    def possible(self, value: Any) -> bool:
-        if not super().possible(value) or value != int(value):
+    def declare(self, hp: keras_tuner.HyperParameters, name: str) -> Any:
+        step = self.step or (None if self.log else 1)
+        return hp.Int(name, self.low, self.high, step=step, sampling=self._sampling)
+
+    def _on_grid(self, value: int | float) -> bool:
+        if value != int(value):
             return False
         return self.step is None or (int(value) - self.low) % self.step == 0
 
@@ -173,6 +204,9 @@ class FloatSpec(_RangeSpec):
     def suggest(self, trial: optuna.Trial, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
+    def declare(self, hp: keras_tuner.HyperParameters, name: str) -> Any:
+        return hp.Float(name, self.low, self.high, step=self.step, sampling=self._sampling)
+
 
 class CategoricalSpec(_Spec):
     """One of a list of values."""
@@ -196,14 +230,23 @@ class CategoricalSpec(_Spec):
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         return trial.suggest_categorical(name, self.choices)
 
-    def possible(self, value: Any) -> bool:
+    def declare(self, hp: keras_tuner.HyperParameters, name: str) -> Any:
+        return hp.Choice(name, list(self.choices))
+
+    def from_keras_tuner(self, values: Mapping[str, object], name: str) -> Any:
+        value = values[name]
+        if all(isinstance(c, bool) for c in self.choices):
+            return bool(value)  # KerasTuner's Choice stores true/false as 1/0
+        return value
+
+    def possible(self, value: object) -> bool:
         return value in self.choices
 
     def values(self) -> list[Any]:
         return list(self.choices)
 
     def bounds(self) -> tuple[float, float] | None:
-        nums = [c for c in self.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        nums = [c for c in self.choices if _is_number(c)]
         return (min(nums), max(nums)) if len(nums) == len(self.choices) else None
 
     def summary(self) -> str:
@@ -220,7 +263,13 @@ class FixedSpec(_Spec):
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         return self.value
 
-    def possible(self, value: Any) -> bool:
+    def declare(self, hp: keras_tuner.HyperParameters, name: str) -> Any:
+        return hp.Fixed(name, self.value)
+
+    def from_keras_tuner(self, values: Mapping[str, object], name: str) -> Any:
+        return self.value
+
+    def possible(self, value: object) -> bool:
         return bool(value == self.value)
 
     def values(self) -> list[Any]:
@@ -228,7 +277,7 @@ class FixedSpec(_Spec):
 
     def bounds(self) -> tuple[float, float] | None:
         v = self.value
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if _is_number(v):
             return (v, v)
         return None
 
@@ -250,7 +299,7 @@ def _field_descriptions(cls: type[_Spec], prefix: str) -> dict[str, str]:
     }
 
 
-def build_spec(name: str, raw: Any, *, source: str | None = None) -> _Spec:
+def build_spec(name: str, raw: object, *, source: str | None = None) -> _Spec:
     """Build one parameter spec from its YAML value.
 
     A mapping with ``type`` is a spec; any other value (a number, a string) is a fixed value.
@@ -306,7 +355,7 @@ class SearchSpace:
         self.order: list[str] = self._topological_order()
 
     @classmethod
-    def from_dict(cls, raw: Any, *, source: str | None = None) -> SearchSpace:
+    def from_dict(cls, raw: object, *, source: str | None = None) -> SearchSpace:
         """Build a space from the mapping found in a search-space file."""
         if not isinstance(raw, Mapping) or not raw:
             raise ConfigError(
@@ -373,9 +422,7 @@ class SearchSpace:
                     f"use one of {', '.join(info.choices or ())}",
                 )
             return
-        if values is not None and not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-        ):
+        if values is not None and not all(_is_number(v) for v in values):
             raise self._error(
                 f"{name} takes numbers ({spec.summary()})", name, f"give {info.description}"
             )
@@ -472,7 +519,7 @@ class SearchSpace:
 
     # -- use ---------------------------------------------------------------------------------
 
-    def active(self, name: str, chosen: Mapping[str, Any]) -> bool:
+    def active(self, name: str, chosen: Mapping[str, object]) -> bool:
         """Whether ``name`` exists given the values ``chosen`` so far."""
         return all(
             parent in chosen and chosen[parent] in allowed
@@ -481,21 +528,9 @@ class SearchSpace:
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample one set of parameters from ``trial``; inactive conditional ones are absent."""
-        chosen: dict[str, Any] = {}
-        for name in self.order:
-            if not self.active(name, chosen):
-                continue
-            if name == "n_neurons" and chosen.get("n_neurons_per_layer"):
-                # One width per layer, each over n_neurons' range: n_neurons_1, n_neurons_2, ...
-                layers = int(chosen.get("n_hidden", PARAMETERS["n_hidden"].default))
-                for i in range(1, layers + 1):
-                    key = f"{PER_LAYER_PREFIX}{i}"
-                    chosen[key] = self.specs[name].suggest(trial, key)
-                continue
-            chosen[name] = self.specs[name].suggest(trial, name)
-        return chosen
+        return self._choose(lambda name, key: self.specs[name].suggest(trial, key))
 
-    def to_keras_tuner(self, hp: Any) -> dict[str, Any]:
+    def to_keras_tuner(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
         """Declare every parameter on a ``keras_tuner.HyperParameters`` and return the active ones.
 
         int -> ``hp.Int``, float -> ``hp.Float``, categorical -> ``hp.Choice``; a fixed value is
@@ -516,108 +551,28 @@ class SearchSpace:
             The parameters active for ``hp``'s current values, in the shape :meth:`suggest`
             returns (inactive conditional parameters absent).
         """
-        import contextlib
-
-        declared: dict[tuple[str, tuple[Any, ...]], Any] = {}
-        parents_used = {p for spec in self.specs.values() for p in (spec.when or {})}
-        parents_used.add("n_hidden")
-
-        def declare(name: str, key: str, spec: _Spec, stack: tuple[Any, ...]) -> Any:
-            # ``stack`` is the scopes open on ``hp`` now; ``key`` the name declared.
-            if (key, stack) in declared:
-                return declared[(key, stack)]
-            if isinstance(spec, IntSpec):
-                value = hp.Int(
-                    key,
-                    spec.low,
-                    spec.high,
-                    step=spec.step or (None if spec.log else 1),
-                    sampling="log" if spec.log else "linear",
-                )
-            elif isinstance(spec, FloatSpec):
-                value = hp.Float(
-                    key,
-                    spec.low,
-                    spec.high,
-                    step=spec.step,
-                    sampling="log" if spec.log else "linear",
-                )
-            elif isinstance(spec, CategoricalSpec):
-                value = hp.Choice(key, list(spec.choices))
-            elif isinstance(spec, FixedSpec):
-                value = spec.value
-                if name in parents_used:
-                    value = hp.Fixed(key, spec.value)
-            else:  # pragma: no cover - every kind is above
-                raise TypeError(f"unknown spec {spec!r}")
-            declared[(key, stack)] = value
-            return value
-
-        def chain(name: str) -> list[tuple[str, tuple[Any, ...]]]:
-            # The scopes that guard ``name``: each parent's own chain, then the parent itself.
-            out: list[tuple[str, tuple[Any, ...]]] = []
-            for parent, allowed in (self.specs[name].when or {}).items():
-                for scope in [*chain(parent), (parent, tuple(allowed))]:
-                    if scope not in out:
-                        out.append(scope)
-            return out
-
-        def under(scopes: list[tuple[str, tuple[Any, ...]]], name: str, key: str) -> Any:
-            with contextlib.ExitStack() as stack:
-                opened: tuple[Any, ...] = ()
-                for parent, allowed in scopes:
-                    declare(parent, parent, self.specs[parent], opened)  # no-op when declared
-                    stack.enter_context(hp.conditional_scope(parent, list(allowed)))
-                    opened = (*opened, (parent, allowed))
-                return declare(name, key, self.specs[name], opened)
-
-        per_layer = self.specs.get("n_neurons_per_layer")
-        n_hidden = self.specs.get("n_hidden")
-        if n_hidden is None:
-            layer_counts = [int(PARAMETERS["n_hidden"].default)]
-        elif isinstance(n_hidden, IntSpec):
-            layer_counts = list(range(n_hidden.low, n_hidden.high + 1, n_hidden.step or 1))
-        else:
-            layer_counts = [int(v) for v in (n_hidden.values() or [])]
-        for name in self.order:
-            if name != "n_neurons" or per_layer is None:
-                under(chain(name), name, name)
-                continue
-            scopes = chain(name)
-            if isinstance(per_layer, FixedSpec):
-                single, layered = not per_layer.value, bool(per_layer.value)
-            else:  # searched: n_neurons when false, n_neurons_<i> when true
-                single = layered = True
-            fixed = isinstance(per_layer, FixedSpec)
-            if single:
-                extra = [] if fixed else [("n_neurons_per_layer", (False,))]
-                under([*scopes, *extra], name, name)
-            if layered:
-                extra = [] if fixed else [("n_neurons_per_layer", (True,))]
-                for i in range(1, max(layer_counts) + 1):
-                    guard: list[tuple[str, tuple[Any, ...]]] = []
-                    if n_hidden is not None and not isinstance(n_hidden, FixedSpec):
-                        guard = [("n_hidden", tuple(v for v in layer_counts if v >= i))]
-                    under([*scopes, *extra, *guard], name, f"{PER_LAYER_PREFIX}{i}")
-
+        _KerasTunerDeclaration(self, hp).declare_all()
         values = hp.values
+        return self._choose(lambda name, key: self.specs[name].from_keras_tuner(values, key))
+
+    def _choose(self, pick: Callable[[str, str], object]) -> dict[str, Any]:
+        """The active parameters in suggestion order, each value ``pick(name, key)``.
+
+        ``key`` is the name the value is recorded under: ``name`` itself, or with
+        ``n_neurons_per_layer`` true, one ``n_neurons_<i>`` per hidden layer for n_neurons.
+        """
         chosen: dict[str, Any] = {}
         for name in self.order:
             if not self.active(name, chosen):
                 continue
-            spec = self.specs[name]
             if name == "n_neurons" and chosen.get("n_neurons_per_layer"):
+                # One width per layer, each over n_neurons' range: n_neurons_1, n_neurons_2, ...
                 layers = int(chosen.get("n_hidden", PARAMETERS["n_hidden"].default))
                 for i in range(1, layers + 1):
-                    chosen[f"{PER_LAYER_PREFIX}{i}"] = values[f"{PER_LAYER_PREFIX}{i}"]
+                    key = f"{PER_LAYER_PREFIX}{i}"
+                    chosen[key] = pick(name, key)
                 continue
-            value = spec.value if isinstance(spec, FixedSpec) else values[name]
-            flags = isinstance(spec, CategoricalSpec) and all(
-                isinstance(c, bool) for c in spec.choices
-            )
-            if flags:
-                value = bool(value)  # KerasTuner's Choice stores true/false as 1/0
-            chosen[name] = value
+            chosen[name] = pick(name, name)
         return chosen
 
     def searched(self) -> list[str]:
@@ -643,3 +598,89 @@ class SearchSpace:
             else:
                 out[name] = data
         return out
+
+
+def _layer_counts(n_hidden: _Spec | None) -> list[int]:
+    """Every number of hidden layers ``n_hidden`` allows (the default when the space has none)."""
+    if n_hidden is None:
+        return [int(PARAMETERS["n_hidden"].default)]
+    if isinstance(n_hidden, IntSpec):
+        return list(range(n_hidden.low, n_hidden.high + 1, n_hidden.step or 1))
+    return [int(v) for v in (n_hidden.values() or [])]
+
+
+class _KerasTunerDeclaration:
+    """Declares a space's parameters on one ``keras_tuner.HyperParameters``, each under the
+    conditional scopes of its ``when:`` chain (see :meth:`SearchSpace.to_keras_tuner`).
+
+    Each name is declared once per set of open scopes; a parent is declared again (same name,
+    same range) when a scope on it opens under scopes it was not declared in.
+    """
+
+    def __init__(self, space: SearchSpace, hp: keras_tuner.HyperParameters) -> None:
+        self.space = space
+        self.hp = hp
+        self.declared: set[tuple[str, tuple[Scope, ...]]] = set()  # (key, scopes open)
+        # Fixed values are declared (hp.Fixed) only where a scope needs them as its parent.
+        self.parents = {p for spec in space.specs.values() for p in (spec.when or {})}
+        self.parents.add("n_hidden")
+
+    def declare_all(self) -> None:
+        """Declare every parameter, in suggestion order."""
+        per_layer = self.space.specs.get("n_neurons_per_layer")
+        for name in self.space.order:
+            if name == "n_neurons" and per_layer is not None:
+                self._declare_widths(per_layer)
+            else:
+                self._under(self._chain(name), name, name)
+
+    def _declare(self, name: str, key: str, opened: tuple[Scope, ...]) -> None:
+        """Declare parameter ``name`` as ``key`` with the scopes ``opened`` open on ``hp``."""
+        if (key, opened) in self.declared:
+            return
+        self.declared.add((key, opened))
+        spec = self.space.specs[name]
+        if isinstance(spec, FixedSpec) and name not in self.parents:
+            return  # a constant no scope names: from_keras_tuner returns it, undeclared
+        spec.declare(self.hp, key)
+
+    def _chain(self, name: str) -> list[Scope]:
+        """The scopes that guard ``name``: each parent's own chain, then the parent itself."""
+        out: list[Scope] = []
+        for parent, allowed in (self.space.specs[name].when or {}).items():
+            for scope in [*self._chain(parent), (parent, tuple(allowed))]:
+                if scope not in out:
+                    out.append(scope)
+        return out
+
+    def _under(self, scopes: list[Scope], name: str, key: str) -> None:
+        """Open ``scopes`` in order (declaring each parent there first), then declare ``name``."""
+        with contextlib.ExitStack() as stack:
+            opened: tuple[Scope, ...] = ()
+            for parent, allowed in scopes:
+                self._declare(parent, parent, opened)  # no-op when declared
+                stack.enter_context(self.hp.conditional_scope(parent, list(allowed)))
+                opened = (*opened, (parent, allowed))
+            self._declare(name, key, opened)
+
+    def _declare_widths(self, per_layer: _Spec) -> None:
+        """n_neurons with n_neurons_per_layer: one width when it is false, ``n_neurons_<i>`` for
+        every layer any n_hidden allows when it is true, both (each in its scope) when searched."""
+        scopes = self._chain("n_neurons")
+        fixed = isinstance(per_layer, FixedSpec)
+        if isinstance(per_layer, FixedSpec):
+            single, layered = not per_layer.value, bool(per_layer.value)
+        else:  # searched: n_neurons when false, n_neurons_<i> when true
+            single = layered = True
+        if single:
+            extra: list[Scope] = [] if fixed else [("n_neurons_per_layer", (False,))]
+            self._under([*scopes, *extra], "n_neurons", "n_neurons")
+        if layered:
+            extra = [] if fixed else [("n_neurons_per_layer", (True,))]
+            n_hidden = self.space.specs.get("n_hidden")
+            layer_counts = _layer_counts(n_hidden)
+            for i in range(1, max(layer_counts) + 1):
+                guard: list[Scope] = []
+                if n_hidden is not None and not isinstance(n_hidden, FixedSpec):
+                    guard = [("n_hidden", tuple(v for v in layer_counts if v >= i))]
+                self._under([*scopes, *extra, *guard], "n_neurons", f"{PER_LAYER_PREFIX}{i}")

@@ -1,0 +1,323 @@
+"""The experiment schema: pydantic models of an experiment file, with every field's default and
+description, and the keys that must not be misspelled (``extra="forbid"``).
+
+Owns what an experiment may say, not how it is read (``loading.py``) or which combinations of
+values make sense together (``checks.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tuning.config.space import SearchSpace
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DatasetConfig(_Model):
+    """Which data to tune on, how to read it and how to split it."""
+
+    name: str | None = Field(
+        default=None,
+        description="a registered dataset, e.g. digits or fashion_mnist (or give path)",
+    )
+    path: str | None = Field(
+        default=None,
+        description="a CSV or Parquet file, relative to the experiment file (instead of name)",
+    )
+    target: str | list[str] | None = Field(
+        default=None,
+        description="the target column of the file, or a list (multilabel, multi-output)",
+    )
+    features: list[str] | None = Field(
+        default=None, description="feature columns (default: all but the target and drop)"
+    )
+    drop: list[str] = Field(default_factory=list, description="columns to leave out")
+    categorical: list[str] = Field(
+        default_factory=list, description="columns to treat as categories even if numeric"
+    )
+    impute: Literal["error", "mean", "median", "drop"] = Field(
+        default="error",
+        description="missing values: error, mean or median (of the training split), drop (rows)",
+    )
+    task: Literal["auto", "binary", "multiclass", "multilabel", "regression"] = Field(
+        default="auto",
+        description="auto (from the target), binary, multiclass, multilabel or regression",
+    )
+    validation: float | int | None = Field(
+        default=None,
+        description="validation split: a fraction of the training data (0 < x < 1) or a row "
+        "count; default: the dataset's own (5000 for fashion_mnist, 0.2 otherwise)",
+    )
+    test: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="test fraction for datasets without a held-out test set (default 0.2)",
+    )
+    seed: int = Field(default=42, description="seed of the splits")
+
+    @field_validator("validation")
+    @classmethod
+    def _validation_size(cls, v: float | int | None) -> float | int | None:
+        if v is None:
+            return v
+        if isinstance(v, float) and not 0 < v < 1:
+            raise ValueError(f"a fraction must be between 0 and 1 (got {v!r})")
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"a row count must be at least 1 (got {v!r})")
+        return v
+
+
+class ObjectiveConfig(_Model):
+    """What the study optimizes."""
+
+    metric: str = Field(
+        default="val_loss",
+        description="a validation metric logged by Keras, e.g. val_accuracy, val_loss, val_rmse",
+    )
+    direction: Literal["minimize", "maximize"] = Field(
+        default="minimize", description="minimize or maximize"
+    )
+
+
+class SamplerConfig(_Model):
+    """The Optuna sampler, named with its options so a resumed study samples the same way."""
+
+    type: Literal["tpe", "random"] = Field(default="tpe", description="tpe or random")
+    seed: int | None = Field(default=None, description="sampler seed (default: study.seed)")
+    n_startup_trials: int = Field(
+        default=5, ge=0, description="random trials before TPE starts modelling (tpe only)"
+    )
+    multivariate: bool = Field(default=True, description="multivariate TPE (tpe only)")
+    constant_liar: bool = Field(
+        default=True, description="constant liar for parallel workers (tpe only)"
+    )
+
+
+class PrunerConfig(_Model):
+    """The Optuna pruner, fed the objective metric after every epoch."""
+
+    type: Literal["median", "hyperband", "none"] = Field(
+        default="median", description="median, hyperband or none"
+    )
+    n_startup_trials: int = Field(
+        default=3, ge=0, description="trials before the median pruner prunes (median only)"
+    )
+    n_warmup_steps: int = Field(
+        default=3, ge=0, description="epochs before a trial can be pruned (median only)"
+    )
+    min_resource: int = Field(default=1, ge=1, description="epochs of the first rung (hyperband)")
+    reduction_factor: int = Field(default=3, ge=2, description="rung reduction (hyperband)")
+
+
+def _shorthand(value: object) -> object:
+    return {"type": value} if isinstance(value, str) else value
+
+
+class StudyConfig(_Model):
+    """The Optuna study: where it lives, how it samples and prunes, and the budget of one job."""
+
+    name: str | None = Field(
+        default=None, description="study name (default: the experiment's name)"
+    )
+    storage: str = Field(
+        default="sqlite:///optuna.db",
+        description="an Optuna storage URL: sqlite:///FILE.db or postgresql://USER@HOST/DB",
+    )
+    sampler: SamplerConfig = Field(
+        default_factory=SamplerConfig, description="tpe or random, or a mapping with options"
+    )
+    pruner: PrunerConfig = Field(
+        default_factory=PrunerConfig, description="median, hyperband or none, or a mapping"
+    )
+    n_trials: int | None = Field(
+        default=10, ge=1, description="trials this job adds to the study (null: no limit)"
+    )
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds this job may take from its start: no trial starts after it, and "
+        "the trial in flight stops at its next epoch end (recorded PRUNED)",
+    )
+    seed: int = Field(default=0, description="seed of the sampler and of each trial's weights")
+    heartbeat_interval: int | None = Field(
+        default=60,
+        ge=1,
+        description="seconds between heartbeats; a trial silent for 2x this is marked FAIL when "
+        "the study is next opened (null: off)",
+    )
+
+    max_retries: int = Field(
+        default=0,
+        ge=0,
+        description="times a trial whose worker died (no heartbeat) is run again with the same "
+        "parameters (0: never)",
+    )
+    engine: Literal["optuna", "keras_tuner"] = Field(
+        default="optuna",
+        description="what runs the search: optuna (the study in study.storage) or keras_tuner "
+        "(a KerasTuner project in kt_studies/ next to the current folder; pruner ignored)",
+    )
+    tuner: Literal["random", "bayesian", "hyperband"] = Field(
+        default="random",
+        description="the KerasTuner tuner with engine: keras_tuner (random, bayesian or "
+        "hyperband); optuna uses sampler and pruner instead",
+    )
+
+    @field_validator("sampler", "pruner", mode="before")
+    @classmethod
+    def _type_shorthand(cls, v: object) -> object:
+        return _shorthand(v)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME.match(v):
+            raise ValueError(f"must be letters, digits, '.', '_' or '-' (got {v!r})")
+        return v
+
+
+class EarlyStoppingConfig(_Model):
+    """Early stopping on the objective metric, best weights restored (the stretch-pants guard)."""
+
+    patience: int = Field(default=10, ge=1, description="epochs without improvement to wait")
+    min_delta: float = Field(default=0.0, ge=0, description="smallest change that counts")
+
+
+class TrainingConfig(_Model):
+    """How each trial trains."""
+
+    max_epochs: int = Field(default=100, ge=1, description="upper bound on epochs per trial")
+    batch_size: int = Field(
+        default=32, ge=1, description="batch size, unless the search space has batch_size"
+    )
+    early_stopping: EarlyStoppingConfig = Field(
+        default_factory=EarlyStoppingConfig, description="patience and min_delta"
+    )
+    loss: Literal["auto", "mse", "mae", "huber"] = Field(
+        default="auto",
+        description="regression loss: auto (mse), mse, mae or huber; classification losses "
+        "follow the task",
+    )
+    output_activation: Literal["auto", "linear", "softplus", "relu"] = Field(
+        default="auto",
+        description="regression output: auto/linear, or softplus/relu for positive values",
+    )
+    backend: Literal["auto", "jax", "tensorflow", "torch"] = Field(
+        default="auto",
+        description="Keras backend: auto ($KERAS_BACKEND if set, else the fastest installed: "
+        "jax, then tensorflow, then torch), or one by name",
+    )
+
+
+class TrackingConfig(_Model):
+    """Where and what MLflow records."""
+
+    uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
+    experiment: str | None = Field(
+        default=None, description="MLflow experiment name (default: the experiment's name)"
+    )
+    log_models: Literal["best", "none"] = Field(
+        default="best", description="best: log this job's best model on the parent run; none"
+    )
+    register_as: str | None = Field(
+        default=None,
+        description="registered model name: each job's best model becomes a version, and the "
+        "alias champion moves to it when it beats the champion on the same metric and data",
+    )
+
+
+class Experiment(_Model):
+    """A whole experiment file, validated and with every default filled in."""
+
+    name: str = Field(description="experiment name: letters, digits, '.', '_' or '-'")
+    description: str = Field(default="", description="free text")
+    dataset: DatasetConfig = Field(description="{name: ..., validation: ...}")
+    search_space: str | dict[str, Any] = Field(
+        description="path of a search-space YAML, relative to the experiment file, or the space "
+        "inline"
+    )
+    objective: ObjectiveConfig = Field(
+        default_factory=ObjectiveConfig, description="{metric: ..., direction: ...}"
+    )
+    study: StudyConfig = Field(default_factory=StudyConfig, description="the Optuna study")
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig,
+        description="{max_epochs: ..., batch_size: ..., early_stopping: {patience: ...}}",
+    )
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"must be letters, digits, '.', '_' or '-' (got {v!r})")
+        return v
+
+    # Set by load_experiment, not read from the file.
+    _source: str = ""
+    _space: SearchSpace | None = None
+
+    @property
+    def source(self) -> str:
+        """The file this experiment was read from."""
+        return self._source
+
+    @property
+    def space(self) -> SearchSpace:
+        """The validated search space."""
+        assert self._space is not None, "load the experiment with load_experiment()"
+        return self._space
+
+    @property
+    def study_name(self) -> str:
+        """The Optuna study name (defaults to the experiment name)."""
+        return self.study.name or self.name
+
+    @property
+    def mlflow_experiment(self) -> str:
+        """The MLflow experiment name (defaults to the experiment name)."""
+        return self.tracking.experiment or self.name
+
+    def data_key(self) -> str:
+        """A fingerprint of the data a score was measured on (dataset, split, file contents)."""
+        ds = self.dataset.model_dump(mode="json")
+        if self.dataset.path and Path(self.dataset.path).is_file():
+            digest = hashlib.sha256(Path(self.dataset.path).read_bytes()).hexdigest()
+            ds["path"] = f"sha256:{digest[:16]}"
+        return hashlib.sha256(json.dumps(ds, sort_keys=True).encode()).hexdigest()[:16]
+
+    def resolved(self) -> dict[str, Any]:
+        """Plain data that reproduces this job: every default filled, the space inline."""
+        data = self.model_dump(mode="json")
+        data["search_space"] = self.space.to_dict()
+        return data
+
+
+def _field_descriptions(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
+    """Dotted key -> description for every field, nested models included."""
+    out: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        out[key] = field.description or name
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(_field_descriptions(ann, f"{key}."))
+    return out
+
+
+EXPERIMENT_FIELDS = _field_descriptions(Experiment)

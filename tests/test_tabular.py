@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from tuning.cli import app
 from tuning.data import load_dataset
-from tuning.encoding import decode, encode_frame
+from tuning.data.encoding import decode, encode_frame
 from tuning.errors import ConfigError
 from tuning.model import METRICS, build_model
 from tuning.train import fit

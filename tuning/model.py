@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from tuning.data import Dataset
-from tuning.encoding import TabularEncoder
+from tuning.data.encoding import TabularEncoder
 from tuning.params import PER_LAYER_PREFIX, resolve
 
 __all__ = ["METRICS", "build_model", "layer_widths", "make_optimizer"]

@@ -557,7 +557,7 @@ class TrialRunnerBase:
         """Score the job's best model on the test split and log it on the parent run."""
         import keras
 
-        from tuning.encoding import CUSTOM_OBJECTS
+        from tuning.data.encoding import CUSTOM_OBJECTS
 
         data = self.data
         model = keras.models.load_model(self.best_model_path, custom_objects=CUSTOM_OBJECTS)

@@ -685,7 +685,7 @@ def _tabular(
     for col in numeric:
         stat = train[col].median() if table.impute == "median" else train[col].mean()
         fill[col] = float(stat) if pd.notna(stat) else 0.0
-    from tuning.encoding import category_key, encode_frame
+    from tuning.data.encoding import category_key, encode_frame
 
     vocabulary = {
         col: sorted({str(category_key(v)) for v in train[col].dropna().unique()})

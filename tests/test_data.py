@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import require_fashion_mnist
 
-import tuning.data
+import tuning.data.images
 from tuning.data import DATASETS, load_dataset, task_of
 from tuning.errors import ConfigError
 
@@ -71,7 +71,7 @@ def _write_idx(folder: Path, n_train: int, n_test: int) -> None:
 def test_fashion_mnist_reads_the_keras_cache_first(tmp_path, monkeypatch) -> None:
     _write_idx(tmp_path / "datasets" / "fashion-mnist", n_train=300, n_test=50)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(tuning.data, "DEBIAN_DIRS", {"fashion_mnist": tmp_path / "absent"})
+    monkeypatch.setattr(tuning.data.images, "DEBIAN_DIRS", {"fashion_mnist": tmp_path / "absent"})
     load_dataset.cache_clear()
     data = load_dataset("fashion_mnist", validation=100)
     load_dataset.cache_clear()

@@ -19,7 +19,7 @@ from tuning.data.images import idx_loader, image_dataset
 from tuning.data.tabular import (
     Table,
     california_housing,
-    file_table,
+    load_file,
     sklearn_loader,
     tabular_dataset,
 )
@@ -157,7 +157,7 @@ def load_dataset(
             raise ConfigError(
                 "a data file needs a target", key="dataset.target", fix="name its target column"
             )
-        table = file_table(
+        return load_file(
             Path(path),
             target=target,
             features=features,
@@ -165,19 +165,32 @@ def load_dataset(
             categorical=categorical,
             impute=impute,
             task=task,
-        )
-        data = tabular_dataset(
-            table,
-            name=Path(path).stem,
-            task=None,
             validation=validation,
             test=test,
-            default_validation=0.2,
             seed=seed,
         )
-        return dataclasses.replace(data, source=str(Path(path).resolve()))
     if name is None:
         raise ConfigError("no dataset named", key="dataset", fix="give dataset.name or .path")
+    return _load_registered(
+        name,
+        validation=validation,
+        test=test,
+        seed=seed,
+        categorical=categorical,
+        impute=impute,
+    )
+
+
+def _load_registered(
+    name: str,
+    *,
+    validation: float | int | None,
+    test: float | None,
+    seed: int,
+    categorical: tuple[str, ...],
+    impute: str,
+) -> Dataset:
+    """A registered dataset, loaded by its loader and split (the images the book's way)."""
     task_of(name)
     info = DATASETS[name]
     loaded = info.loader()

@@ -30,7 +30,7 @@ def count_rows(size: float | int, n: int, what: str, source: str | None = None) 
     return k
 
 
-def split_index(
+def _split_index(
     n: int,
     size: float | int,
     *,
@@ -62,3 +62,32 @@ def split_index(
         np.arange(n), test_size=k, random_state=seed, shuffle=True, stratify=strata
     )
     return np.sort(keep), np.sort(held)
+
+
+def train_valid_test(
+    n: int,
+    *,
+    validation: float | int,
+    test: float | int,
+    strata: np.ndarray | None,
+    seed: int,
+    source: str | None = None,
+    labels: list[Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row positions of the training, validation and test splits of ``n`` rows.
+
+    The test rows are held out first (shuffled by ``seed``), then the validation rows out of the
+    rest (by ``seed + 1``); both stratified on ``strata`` when given.
+
+    Raises:
+        ConfigError: if a split leaves no training row or a class is too rare to stratify.
+    """
+    rest, test_idx = _split_index(
+        n, test, strata=strata, seed=seed, what="test", source=source, labels=labels
+    )
+    rest_strata = strata[rest] if strata is not None else None
+    train_pos, valid_pos = _split_index(
+        len(rest), validation, strata=rest_strata, seed=seed + 1,
+        what="validation", source=source, labels=labels,
+    )  # fmt: skip
+    return rest[train_pos], rest[valid_pos], test_idx

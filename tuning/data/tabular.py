@@ -9,6 +9,7 @@ Every problem of the data is a ConfigError naming the file, the column and the f
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tuning.data.dataset import Dataset
-from tuning.data.splits import split_index
+from tuning.data.splits import train_valid_test
 from tuning.errors import ConfigError
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -108,7 +109,7 @@ def _read_table(path: Path) -> Any:
         ) from e
 
 
-def file_table(
+def _file_table(
     path: Path,
     *,
     target: str | tuple[str, ...],
@@ -304,6 +305,67 @@ def _handle_missing(table: Table) -> None:
     # mean / median: applied per split after splitting, from the training rows only.
 
 
+def _encode_target(target: pd.DataFrame, task: str) -> tuple[np.ndarray, list[Any] | None]:
+    """The target as the model takes it, and the original value of each class index.
+
+    Classes are numbered in sorted order; a regression target of one column becomes a vector.
+    """
+    if task in ("binary", "multiclass"):
+        y_raw = target.iloc[:, 0]
+        uniques = sorted(y_raw.unique().tolist(), key=lambda v: (str(type(v)), v))
+        labels = [v.item() if hasattr(v, "item") else v for v in uniques]
+        index = {v: i for i, v in enumerate(uniques)}
+        return y_raw.map(index).to_numpy(dtype=np.int32), labels
+    y = target.to_numpy(dtype=np.float32)
+    if task != "multilabel" and y.shape[1] == 1:
+        y = y[:, 0]
+    return y, None
+
+
+def _fill_values(train: pd.DataFrame, numeric: list[str], impute: str) -> dict[str, float]:
+    """The value missing entries of each numeric column get: the training rows' mean or median."""
+    fill: dict[str, float] = {}
+    for col in numeric:
+        stat = train[col].median() if impute == "median" else train[col].mean()
+        fill[col] = float(stat) if pd.notna(stat) else 0.0
+    return fill
+
+
+def _encode_features(
+    frame: pd.DataFrame,
+    *,
+    train_idx: np.ndarray,
+    fill: dict[str, float],
+    categorical: list[str],
+    splits: dict[str, np.ndarray],
+    source: str,
+) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """The float matrix of every row, and the category vocabularies of the training rows.
+
+    Raises:
+        ConfigError: if the rows of a split hold infinite values.
+    """
+    # encoding.py imports keras, which must wait until tuning.backend has chosen the backend.
+    from tuning.data.encoding import category_key, encode_frame
+
+    train = frame.iloc[train_idx]
+    vocabulary = {
+        col: sorted({str(category_key(v)) for v in train[col].dropna().unique()})
+        for col in categorical
+    }
+    meta = {"columns": list(frame.columns), "vocabulary": vocabulary, "fill": fill}
+    x_all = encode_frame(meta, frame)
+    for split_name, idx in splits.items():
+        if not np.isfinite(x_all[idx]).all():
+            raise ConfigError(
+                f"the {split_name} rows hold infinite values",
+                source=source,
+                key="dataset",
+                fix="clean the data before tuning",
+            )
+    return x_all, vocabulary
+
+
 def tabular_dataset(
     table: Table,
     *,
@@ -314,69 +376,42 @@ def tabular_dataset(
     default_validation: float | int,
     seed: int,
 ) -> Dataset:
+    """A table's rows split, and encoded with what the training split says (fills, categories).
+
+    Args:
+        task: The registry's task, or ``None`` to decide it from the target.
+
+    Raises:
+        ConfigError: naming the file, the column and the fix, for every problem of the data.
+    """
     if task is None:
         task = _decide_task(table)
     numeric, categorical = _column_kinds(table)
     _handle_missing(table)
     frame = table.frame.reset_index(drop=True)
-    target = table.target.reset_index(drop=True)
-    targets = [str(c) for c in target.columns]
-
-    labels: list[Any] | None = None
-    class_names = table.class_names
-    if task in ("binary", "multiclass"):
-        y_raw = target.iloc[:, 0]
-        uniques = sorted(y_raw.unique().tolist(), key=lambda v: (str(type(v)), v))
-        labels = [v.item() if hasattr(v, "item") else v for v in uniques]
-        index = {v: i for i, v in enumerate(uniques)}
-        y = y_raw.map(index).to_numpy(dtype=np.int32)
-        if class_names is None or len(class_names) != len(labels):
-            class_names = [str(v) for v in labels]
-        strata: np.ndarray | None = y
-    elif task == "multilabel":
-        y = target.to_numpy(dtype=np.float32)
-        strata = None
-    else:
-        y = target.to_numpy(dtype=np.float32)
-        y = y[:, 0] if y.shape[1] == 1 else y
-        strata = None
-
-    n = len(frame)
-    # Registered datasets' split sizes are the experiment file's; a file's rows are its own.
-    src = table.source if table.is_file else None
-    rest, test_idx = split_index(
-        n, test or 0.2, strata=strata, seed=seed, what="test", source=src, labels=labels
+    y, labels = _encode_target(table.target.reset_index(drop=True), task)
+    train_idx, valid_idx, test_idx = train_valid_test(
+        len(frame),
+        validation=validation or default_validation,
+        test=test or 0.2,
+        strata=y if labels is not None else None,
+        seed=seed,
+        # Registered datasets' split sizes are the experiment file's; a file's rows are its own.
+        source=table.source if table.is_file else None,
+        labels=labels,
     )
-    rest_strata = strata[rest] if strata is not None else None
-    train_pos, valid_pos = split_index(
-        len(rest), validation or default_validation, strata=rest_strata, seed=seed + 1,
-        what="validation", source=src, labels=labels,
-    )  # fmt: skip
-    train_idx, valid_idx = rest[train_pos], rest[valid_pos]
-
-    train = frame.iloc[train_idx]
-    fill: dict[str, float] = {}
-    for col in numeric:
-        stat = train[col].median() if table.impute == "median" else train[col].mean()
-        fill[col] = float(stat) if pd.notna(stat) else 0.0
-    # encoding.py imports keras, which must wait until tuning.backend has chosen the backend.
-    from tuning.data.encoding import category_key, encode_frame
-
-    vocabulary = {
-        col: sorted({str(category_key(v)) for v in train[col].dropna().unique()})
-        for col in categorical
-    }
-
-    meta = {"columns": list(frame.columns), "vocabulary": vocabulary, "fill": fill}
-    x_all = encode_frame(meta, frame)
-    for split_name, idx in (("train", train_idx), ("validation", valid_idx), ("test", test_idx)):
-        if not np.isfinite(x_all[idx]).all():
-            raise ConfigError(
-                f"the {split_name} rows hold infinite values",
-                source=table.source,
-                key="dataset",
-                fix="clean the data before tuning",
-            )
+    fill = _fill_values(frame.iloc[train_idx], numeric, table.impute)
+    x_all, vocabulary = _encode_features(
+        frame,
+        train_idx=train_idx,
+        fill=fill,
+        categorical=categorical,
+        splits={"train": train_idx, "validation": valid_idx, "test": test_idx},
+        source=table.source,
+    )
+    class_names = table.class_names
+    if labels is not None and (class_names is None or len(class_names) != len(labels)):
+        class_names = [str(v) for v in labels]
     return Dataset(
         name=name,
         task=task,  # type: ignore[arg-type]
@@ -391,8 +426,47 @@ def tabular_dataset(
         labels=labels,
         class_names=class_names,
         feature_names=list(frame.columns),
-        targets=targets,
+        targets=[str(c) for c in table.target.columns],
         vocabulary=vocabulary,
         fill=fill,
         extra={"raw_valid": frame.iloc[valid_idx]},
     )
+
+
+def load_file(
+    path: Path,
+    *,
+    target: str | tuple[str, ...],
+    features: tuple[str, ...] | None,
+    drop: tuple[str, ...],
+    categorical: tuple[str, ...],
+    impute: str,
+    task: str,
+    validation: float | int | None,
+    test: float | None,
+    seed: int,
+) -> Dataset:
+    """A CSV or Parquet file read, checked, split and encoded (see ``load_dataset``).
+
+    Raises:
+        ConfigError: naming the file, the column and the fix, for every problem of the data.
+    """
+    table = _file_table(
+        path,
+        target=target,
+        features=features,
+        drop=drop,
+        categorical=categorical,
+        impute=impute,
+        task=task,
+    )
+    data = tabular_dataset(
+        table,
+        name=path.stem,
+        task=None,
+        validation=validation,
+        test=test,
+        default_validation=0.2,
+        seed=seed,
+    )
+    return dataclasses.replace(data, source=str(path.resolve()))

@@ -8,9 +8,12 @@ logged model takes raw inputs. It loads nothing and imports neither Keras nor pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Task = Literal["binary", "multiclass", "multilabel", "regression"]
 TASKS: tuple[str, ...] = ("binary", "multiclass", "multilabel", "regression")
@@ -84,7 +87,7 @@ class Dataset:
             "targets": self.targets,
         }
 
-    def example_rows(self, n: int = 5) -> Any:
+    def example_rows(self, n: int = 5) -> pd.DataFrame | np.ndarray:
         """A few raw validation rows: a DataFrame with the original columns for tabular data."""
         if self.kind == "tabular" and "raw_valid" in self.extra:
             return self.extra["raw_valid"].head(n).reset_index(drop=True)

@@ -12,13 +12,17 @@ import gzip
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from tuning.data.dataset import Dataset
 from tuning.data.splits import count_rows
 from tuning.errors import ConfigError
+
+ImageArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""``(x_train, y_train, x_test, y_test)``: raw pixels and class indices."""
+ImageLoad = tuple[ImageArrays, None, None]
+"""What an image loader returns: the arrays, then None for a tabular loader's target and names."""
 
 # Where a copy of the IDX files may already be, searched in this order before any download.
 DEBIAN_DIRS = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
@@ -54,7 +58,7 @@ def _download_hint(name: str) -> str:
     return ", ".join(hints)
 
 
-def _keras_download(name: str) -> tuple[np.ndarray, ...]:
+def _keras_download(name: str) -> ImageArrays:
     """Let Keras fetch the dataset (and cache it under $KERAS_HOME/datasets)."""
     if os.environ.get("TUNING_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise OSError("TUNING_OFFLINE is set")
@@ -65,13 +69,13 @@ def _keras_download(name: str) -> tuple[np.ndarray, ...]:
     return x_tr, y_tr, x_te, y_te
 
 
-def idx_loader(name: str) -> Callable[[], tuple[Any, ...]]:
+def idx_loader(name: str) -> Callable[[], ImageLoad]:
     """The registry's loader of ``name``: IDX files, then Keras's ``.npz``, then a download.
 
     The loader returns ``((x_train, y_train, x_test, y_test), None, None)``.
     """
 
-    def load() -> tuple[Any, ...]:
+    def load() -> ImageLoad:
         dirs = [_keras_home() / "datasets" / name.replace("_", "-")]
         if name in DEBIAN_DIRS:
             dirs.append(DEBIAN_DIRS[name])
@@ -102,13 +106,13 @@ def idx_loader(name: str) -> Callable[[], tuple[Any, ...]]:
 
 def image_dataset(
     name: str,
-    loaded: tuple[Any, ...],
+    arrays: ImageArrays,
     *,
     validation: float | int | None,
     default_validation: float | int,
 ) -> Dataset:
     """A loader's images as a Dataset, with the book's split of the training images."""
-    (x_full, y_full, x_test, y_test), _, _ = loaded
+    x_full, y_full, x_test, y_test = arrays
     k = count_rows(validation or default_validation, len(x_full), "validation")
     # The book's split: the last k training images validate, the test set stays apart.
     x_train, y_train = x_full[:-k], y_full[:-k]

@@ -12,12 +12,13 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, cast
 
 from tuning.data.dataset import Dataset, Task
-from tuning.data.images import idx_loader, image_dataset
+from tuning.data.images import ImageLoad, idx_loader, image_dataset
 from tuning.data.tabular import (
     Table,
+    TableLoad,
     california_housing,
     load_file,
     sklearn_loader,
@@ -32,7 +33,7 @@ class DatasetInfo:
 
     task: Task
     kind: Literal["image", "tabular"]
-    loader: Callable[[], tuple[Any, ...]]
+    loader: Callable[[], ImageLoad | TableLoad]
     description: str
     has_test_split: bool = False
     default_validation: float | int = 0.2
@@ -195,11 +196,12 @@ def _load_registered(
     info = DATASETS[name]
     loaded = info.loader()
     if info.kind == "image":
+        arrays, _, _ = cast("ImageLoad", loaded)
         data = image_dataset(
-            name, loaded, validation=validation, default_validation=info.default_validation
+            name, arrays, validation=validation, default_validation=info.default_validation
         )
         return dataclasses.replace(data, source=info.source)
-    frame, y, class_names = loaded
+    frame, y, class_names = cast("TableLoad", loaded)
     table = Table(
         frame=frame,
         target=y.to_frame(),

@@ -6,7 +6,7 @@ training rows, a class too rare to stratify). It works on row positions and know
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def _split_index(
     seed: int,
     what: str,
     source: str | None = None,
-    labels: list[Any] | None = None,
+    labels: Sequence[object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row positions of the part kept and of the part held out (stratified when possible)."""
     # scikit-learn takes a second to import: the registry (read by config checks) goes without.
@@ -72,7 +72,7 @@ def train_valid_test(
     strata: np.ndarray | None,
     seed: int,
     source: str | None = None,
-    labels: list[Any] | None = None,
+    labels: Sequence[object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row positions of the training, validation and test splits of ``n`` rows.
 

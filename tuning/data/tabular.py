@@ -25,11 +25,14 @@ from tuning.errors import ConfigError
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 
+TableLoad = tuple[pd.DataFrame, pd.Series, list[str] | None]
+"""What a tabular loader of the registry returns: features, target, class names (or None)."""
 
-def sklearn_loader(fn_name: str) -> Callable[[], tuple[Any, ...]]:
+
+def sklearn_loader(fn_name: str) -> Callable[[], TableLoad]:
     """The registry's loader of a table shipped with scikit-learn: ``(frame, target, names)``."""
 
-    def load() -> tuple[Any, ...]:
+    def load() -> TableLoad:
         # scikit-learn takes a second to import: the registry (read by config checks) goes without.
         import sklearn.datasets
 
@@ -44,7 +47,7 @@ def sklearn_loader(fn_name: str) -> Callable[[], tuple[Any, ...]]:
     return load
 
 
-def california_housing() -> tuple[Any, ...]:
+def california_housing() -> TableLoad:
     """The registry's loader of California housing: scikit-learn's cache, or its download."""
     # scikit-learn takes a second to import: the registry (read by config checks) goes without.
     from sklearn.datasets import fetch_california_housing
@@ -77,8 +80,8 @@ def california_housing() -> tuple[Any, ...]:
 class Table:
     """Raw rows of one dataset before splitting."""
 
-    frame: Any  # pandas DataFrame of feature columns
-    target: Any  # pandas DataFrame of target columns
+    frame: pd.DataFrame  # feature columns
+    target: pd.DataFrame  # target columns
     source: str
     class_names: list[str] | None = None
     task: str = "auto"
@@ -87,7 +90,7 @@ class Table:
     is_file: bool = False
 
 
-def _read_table(path: Path) -> Any:
+def _read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ConfigError(
             "data file not found",

@@ -20,7 +20,7 @@ from tuning.data.tabular import (
     Table,
     TableLoad,
     california_housing,
-    load_file,
+    file_table,
     sklearn_loader,
     tabular_dataset,
 )
@@ -158,7 +158,7 @@ def load_dataset(
             raise ConfigError(
                 "a data file needs a target", key="dataset.target", fix="name its target column"
             )
-        return load_file(
+        table = file_table(
             Path(path),
             target=target,
             features=features,
@@ -166,10 +166,17 @@ def load_dataset(
             categorical=categorical,
             impute=impute,
             task=task,
+        )
+        data = tabular_dataset(
+            table,
+            name=Path(path).stem,
+            task=None,
             validation=validation,
             test=test,
+            default_validation=0.2,
             seed=seed,
         )
+        return dataclasses.replace(data, source=str(Path(path).resolve()))
     if name is None:
         raise ConfigError("no dataset named", key="dataset", fix="give dataset.name or .path")
     return _load_registered(

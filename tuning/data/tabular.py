@@ -9,7 +9,6 @@ Every problem of the data is a ConfigError naming the file, the column and the f
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,7 +111,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         ) from e
 
 
-def _file_table(
+def file_table(
     path: Path,
     *,
     target: str | tuple[str, ...],
@@ -122,6 +121,11 @@ def _file_table(
     impute: str,
     task: str,
 ) -> Table:
+    """A file's rows, with the columns the experiment names checked against its header.
+
+    Raises:
+        ConfigError: naming the file, the key and its columns, for an unknown or clashing column.
+    """
     frame = _read_table(path)
     src = str(path)
     columns = [str(c) for c in frame.columns]
@@ -434,42 +438,3 @@ def tabular_dataset(
         fill=fill,
         extra={"raw_valid": frame.iloc[valid_idx]},
     )
-
-
-def load_file(
-    path: Path,
-    *,
-    target: str | tuple[str, ...],
-    features: tuple[str, ...] | None,
-    drop: tuple[str, ...],
-    categorical: tuple[str, ...],
-    impute: str,
-    task: str,
-    validation: float | int | None,
-    test: float | None,
-    seed: int,
-) -> Dataset:
-    """A CSV or Parquet file read, checked, split and encoded (see ``load_dataset``).
-
-    Raises:
-        ConfigError: naming the file, the column and the fix, for every problem of the data.
-    """
-    table = _file_table(
-        path,
-        target=target,
-        features=features,
-        drop=drop,
-        categorical=categorical,
-        impute=impute,
-        task=task,
-    )
-    data = tabular_dataset(
-        table,
-        name=path.stem,
-        task=None,
-        validation=validation,
-        test=test,
-        default_validation=0.2,
-        seed=seed,
-    )
-    return dataclasses.replace(data, source=str(path.resolve()))

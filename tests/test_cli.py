@@ -106,9 +106,9 @@ def test_malformed_yaml(workdir) -> None:
 def test_fashion_mnist_offline_and_absent_says_how_to_get_it(
     make_experiment, workdir, monkeypatch
 ) -> None:
-    import tuning.data
+    from tuning.data import images
 
-    monkeypatch.setattr(tuning.data, "DEBIAN_DIRS", {"fashion_mnist": workdir / "no-such-dir"})
+    monkeypatch.setattr(images, "DEBIAN_DIRS", {"fashion_mnist": workdir / "no-such-dir"})
     monkeypatch.setenv("KERAS_HOME", str(workdir / "keras-home"))
     exp = make_experiment("fm", dataset={"name": "fashion_mnist"})
     result = runner.invoke(app, ["run", str(exp)])

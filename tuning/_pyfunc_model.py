@@ -35,7 +35,7 @@ if (
 try:  # as logged: encoding.py sits in the model's code folder, on sys.path
     from encoding import decode, load_keras, prepare  # type: ignore[import-not-found]
 except ImportError:  # inside this package (tests, development)
-    from tuning.encoding import decode, load_keras, prepare
+    from tuning.data.encoding import decode, load_keras, prepare
 
 
 _show = warnings.showwarning

@@ -19,7 +19,7 @@ import numpy as np
 
 from tuning.config.params import PER_LAYER_PREFIX, resolve
 from tuning.data import Dataset
-from tuning.encoding import TabularEncoder
+from tuning.data.encoding import TabularEncoder
 
 __all__ = ["METRICS", "build_model", "layer_widths", "make_optimizer"]
 

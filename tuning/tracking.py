@@ -339,7 +339,7 @@ class ParentRun:
         """
         from mlflow.models import infer_signature
 
-        from tuning.encoding import predict_raw
+        from tuning.data.encoding import predict_raw
 
         with tempfile.TemporaryDirectory() as tmp:
             meta_path = Path(tmp) / "meta.json"
@@ -349,7 +349,7 @@ class ParentRun:
             backend_file.write_text(f"BACKEND = {meta.get('backend', '')!r}\n")
             example = input_example
             code = Path(__file__).with_name("_pyfunc_model.py")
-            encoding = Path(__file__).with_name("encoding.py")
+            encoding = Path(__file__).with_name("data") / "encoding.py"
             # The output schema is inferred from what the model predicts on the example.
             output = predict_raw(str(keras_path), dict(meta), example)
             signature = infer_signature(example, output, params={"output": "labels"})

@@ -20,7 +20,7 @@ import keras
 from tuning import backend, train
 from tuning.config import Experiment
 from tuning.data import Dataset
-from tuning.encoding import CUSTOM_OBJECTS
+from tuning.data.encoding import CUSTOM_OBJECTS
 from tuning.model import build_model
 from tuning.tracking import ParentRun
 from tuning.train import EpochHook, FitResult

@@ -17,12 +17,15 @@ It must not import mlflow (only ``tracking.py`` and the served model file do).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 import pandas as pd
 from keras import ops
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 
 class TabularEncoder(keras.layers.Layer):
@@ -62,7 +65,7 @@ class TabularEncoder(keras.layers.Layer):
             parts.append(ops.one_hot(codes, depth))
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
 
-    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, int]:
         width = len(self.numeric) + sum(d for _, d in self.categorical)
         return (input_shape[0], width)
 
@@ -79,7 +82,7 @@ class TabularEncoder(keras.layers.Layer):
 CUSTOM_OBJECTS = {"TabularEncoder": TabularEncoder}
 
 
-def load_keras(path: str) -> Any:
+def load_keras(path: str) -> keras.Model:
     """Load a saved MLP (with its custom encoder layer)."""
     return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
 
@@ -115,7 +118,7 @@ def encode_frame(meta: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def category_key(value: Any) -> str | None:
+def category_key(value: object) -> str | None:
     """A category as the vocabulary stores it: text, whole numbers without ``.0``; None if missing.
 
     ``75001``, ``75001.0`` and ``"75001"`` are one category: pandas reads an integer column with a
@@ -132,7 +135,7 @@ def category_key(value: Any) -> str | None:
     return str(value)
 
 
-def prepare(meta: dict[str, Any], model_input: Any) -> np.ndarray:
+def prepare(meta: dict[str, Any], model_input: pd.DataFrame | npt.ArrayLike) -> np.ndarray:
     """Any accepted input (DataFrame of raw rows, or an array) -> the model's input array."""
     if meta["kind"] == "tabular" and isinstance(model_input, pd.DataFrame):
         if all(isinstance(c, str) for c in model_input.columns) and set(meta["columns"]) <= set(
@@ -144,7 +147,9 @@ def prepare(meta: dict[str, Any], model_input: Any) -> np.ndarray:
     return x.reshape((-1, *meta["input_shape"]))
 
 
-def decode(meta: dict[str, Any], raw: np.ndarray, output: str = "labels") -> Any:
+def decode(
+    meta: dict[str, Any], raw: np.ndarray, output: str = "labels"
+) -> pd.DataFrame | np.ndarray:
     """Model outputs -> labels (original values), probabilities, or regression values."""
     task = meta["task"]
     raw = np.asarray(raw, dtype=np.float32)
@@ -180,7 +185,9 @@ def _tidy(labels: np.ndarray) -> np.ndarray:
     return labels.astype(str)
 
 
-def predict_raw(keras_path: str, meta: dict[str, Any], model_input: Any) -> Any:
+def predict_raw(
+    keras_path: str, meta: dict[str, Any], model_input: pd.DataFrame | npt.ArrayLike
+) -> pd.DataFrame | np.ndarray:
     """Load the Keras file and predict labels (used to infer the output schema at log time)."""
     model = load_keras(keras_path)
     return decode(meta, model.predict(prepare(meta, model_input), verbose=0), "labels")

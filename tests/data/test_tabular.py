@@ -1,7 +1,8 @@
-"""Tabular files: tasks, splits, encoding, missing values, bad data as one-line errors, the CLI.
+"""Tabular files: tasks, splits, missing values, bad data as one-line errors, the CLI.
 
-CSV and Parquet files are generated here (seeded) under ``tmp_path``; ``load_dataset`` is cached
-on its arguments, so its cache is cleared around every load of a file written by a test.
+CSV and Parquet files are generated here (seeded, see ``tabular_files.py``) under ``tmp_path``;
+``load_dataset`` is cached on its arguments, so its cache is cleared around every load of a file
+written by a test.
 """
 
 from __future__ import annotations
@@ -14,20 +15,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import nothing_created, one_line_error
+from tabular_files import CITIES, FEATURES, RARE, animals, ids, load_file, with_gaps, write_file
 from typer.testing import CliRunner
 
 from tuning.cli import app
 from tuning.data import load_dataset
-from tuning.encoding import decode, encode_frame
+from tuning.data.encoding import encode_frame
 from tuning.errors import ConfigError
 from tuning.model import METRICS, build_model
 from tuning.train import fit
 
 runner = CliRunner()
-
-FEATURES = ["id", "size", "weight", "city", "indoor"]
-CITIES = ["paris", "lyon", "nice"]
-RARE = [f"rare{i}" for i in range(6)]  # one row each: some of them miss the training split
 
 
 @pytest.fixture(autouse=True)
@@ -37,57 +35,12 @@ def _fresh_cache():
     load_dataset.cache_clear()
 
 
-def _load(path: Path, **kwargs: Any):
-    load_dataset.cache_clear()
-    try:
-        return load_dataset(path=str(path), **kwargs)
-    finally:
-        load_dataset.cache_clear()
-
-
-def _write(frame: pd.DataFrame, path: Path) -> Path:
-    if path.suffix == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_parquet(path, index=False)
-    return path
-
-
-def _animals(n: int = 150, seed: int = 0) -> pd.DataFrame:
-    """Numbers, a text category (with single-row rarities), a bool and a 3-class text target."""
-    rng = np.random.default_rng(seed)
-    city = rng.choice(CITIES, n).astype(object)
-    city[: len(RARE)] = RARE
-    classes = np.array(["cat", "dog", "bird"])[np.arange(n) % 3]
-    return pd.DataFrame(
-        {
-            "id": np.arange(n, dtype=np.int64),  # tells which raw row each matrix row is
-            "size": rng.normal(10, 3, n).round(3),
-            "weight": rng.uniform(1, 50, n).round(3),
-            "city": city,
-            "indoor": rng.choice([True, False], n),
-            "y": classes[rng.permutation(n)],
-        }
-    )
-
-
-def _with_gaps(n: int = 150) -> pd.DataFrame:
-    raw = _animals(n)
-    raw.loc[10:19, "size"] = np.nan
-    raw.loc[20:24, "city"] = np.nan
-    return raw
-
-
-def _ids(x: np.ndarray) -> np.ndarray:
-    return x[:, FEATURES.index("id")].astype(int)
-
-
 # -- A. good files -----------------------------------------------------------------------------
 
 
 def test_multiclass_text_target_categories_and_bools(tmp_path: Path) -> None:
-    raw = _animals()
-    data = _load(_write(raw, tmp_path / "animals.csv"), target="y")
+    raw = animals()
+    data = load_file(write_file(raw, tmp_path / "animals.csv"), target="y")
 
     assert data.task == "multiclass" and data.kind == "tabular" and data.name == "animals"
     assert data.labels == ["bird", "cat", "dog"] == data.class_names  # sorted original strings
@@ -104,14 +57,14 @@ def test_multiclass_text_target_categories_and_bools(tmp_path: Path) -> None:
         assert y.dtype == np.int32
         assert set(np.unique(y).tolist()) == {0, 1, 2}  # stratified: every class in every split
         # Codes are indices of the original labels.
-        assert [data.labels[c] for c in y] == raw["y"].iloc[_ids(x)].tolist()
+        assert [data.labels[c] for c in y] == raw["y"].iloc[ids(x)].tolist()
     # Stratified: 50 rows per class give each split the same share of every class.
     assert [np.bincount(y).tolist() for _, y in splits] == [[32] * 3, [8] * 3, [10] * 3]
-    all_ids = np.concatenate([_ids(x) for x, _ in splits])
+    all_ids = np.concatenate([ids(x) for x, _ in splits])
     assert sorted(all_ids.tolist()) == list(range(len(raw)))  # a partition of the rows
 
     # Vocabularies: sorted text of the training rows only.
-    train = raw.iloc[_ids(data.x_train)]
+    train = raw.iloc[ids(data.x_train)]
     assert set(data.vocabulary) == {"city", "indoor"}
     assert data.vocabulary["city"] == sorted(set(train["city"]))
     assert data.vocabulary["indoor"] == ["False", "True"]
@@ -132,28 +85,28 @@ def test_multiclass_text_target_categories_and_bools(tmp_path: Path) -> None:
     )
     # A city seen only outside training gets the unknown code 0 there.
     for x in (data.x_valid, data.x_test):
-        rows = raw.iloc[_ids(x)]
+        rows = raw.iloc[ids(x)]
         codes = x[:, FEATURES.index("city")]
         assert (codes[rows["city"].isin(unseen).to_numpy()] == 0).all()
         assert (codes[~rows["city"].isin(unseen).to_numpy()] >= 1).all()
 
 
 def test_splits_are_seeded(tmp_path: Path) -> None:
-    path = _write(_animals(), tmp_path / "animals.csv")
-    a = _load(path, target="y", seed=3)
-    b = _load(path, target="y", seed=3)
-    c = _load(path, target="y", seed=4)
+    path = write_file(animals(), tmp_path / "animals.csv")
+    a = load_file(path, target="y", seed=3)
+    b = load_file(path, target="y", seed=3)
+    c = load_file(path, target="y", seed=4)
     assert a is not b
     for split in ("x_train", "x_valid", "x_test"):
         np.testing.assert_array_equal(getattr(a, split), getattr(b, split))
-    assert sorted(_ids(a.x_valid)) != sorted(_ids(c.x_valid))
-    assert sorted(_ids(a.x_test)) != sorted(_ids(c.x_test))
+    assert sorted(ids(a.x_valid)) != sorted(ids(c.x_valid))
+    assert sorted(ids(a.x_test)) != sorted(ids(c.x_test))
 
 
 def test_binary_text_target_sigmoid_head_and_auc(tmp_path: Path) -> None:
-    raw = _animals()
+    raw = animals()
     raw["y"] = np.where(raw["size"] > 10, "big", "small")
-    data = _load(_write(raw, tmp_path / "sizes.csv"), target="y")
+    data = load_file(write_file(raw, tmp_path / "sizes.csv"), target="y")
     assert data.task == "binary" and data.n_outputs == 1 and data.n_classes == 2
     assert data.labels == ["big", "small"]
     assert set(data.y_train.tolist()) == {0, 1}
@@ -190,8 +143,8 @@ def _numbers(n: int = 100, seed: int = 1) -> pd.DataFrame:
 
 
 def test_multilabel_has_one_sigmoid_unit_per_label(tmp_path: Path) -> None:
-    path = _write(_numbers(), tmp_path / "labels.csv")
-    data = _load(path, target=("l1", "l2", "l3"), features=("x1", "x2", "x3"))
+    path = write_file(_numbers(), tmp_path / "labels.csv")
+    data = load_file(path, target=("l1", "l2", "l3"), features=("x1", "x2", "x3"))
     assert data.task == "multilabel" and data.targets == ["l1", "l2", "l3"]
     assert data.n_outputs == 3 and data.labels is None
     assert data.y_train.shape == (len(data.x_train), 3) and data.y_train.dtype == np.float32
@@ -203,14 +156,14 @@ def test_multilabel_has_one_sigmoid_unit_per_label(tmp_path: Path) -> None:
 
 
 def test_regression_heads_losses_and_positive_output(tmp_path: Path) -> None:
-    path = _write(_numbers(), tmp_path / "values.csv")
-    two = _load(path, target=("t1", "t2"), features=("x1", "x2", "x3"))
+    path = write_file(_numbers(), tmp_path / "values.csv")
+    two = load_file(path, target=("t1", "t2"), features=("x1", "x2", "x3"))
     assert two.task == "regression" and two.n_outputs == 2
     assert two.y_train.shape == (len(two.x_train), 2)
     head = build_model({"n_hidden": 1}, data=two).get_layer("output")
     assert head.units == 2 and head.activation.__name__ == "linear"
 
-    one = _load(path, target="t1", features=("x1", "x2", "x3"))
+    one = load_file(path, target="t1", features=("x1", "x2", "x3"))
     assert one.task == "regression" and one.n_outputs == 1 and one.n_classes is None
     assert one.y_train.shape == (len(one.x_train),) and one.y_train.dtype == np.float32
     model = build_model({"n_hidden": 1}, data=one)
@@ -227,10 +180,10 @@ def test_regression_heads_losses_and_positive_output(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("impute", ["mean", "median"])
 def test_impute_fills_with_the_training_split_statistic(tmp_path: Path, impute: str) -> None:
-    raw = _with_gaps()
-    data = _load(_write(raw, tmp_path / "gaps.csv"), target="y", impute=impute)
+    raw = with_gaps()
+    data = load_file(write_file(raw, tmp_path / "gaps.csv"), target="y", impute=impute)
     stat = np.mean if impute == "mean" else np.median
-    train = raw.iloc[_ids(data.x_train)]
+    train = raw.iloc[ids(data.x_train)]
     expected = float(stat(train["size"].dropna()))
     assert data.fill["size"] == pytest.approx(expected)
     assert abs(expected - float(stat(raw["size"].dropna()))) > 1e-6, "train-only, not all rows"
@@ -238,7 +191,7 @@ def test_impute_fills_with_the_training_split_statistic(tmp_path: Path, impute: 
 
     filled = cat_missing = 0
     for x in (data.x_train, data.x_valid, data.x_test):
-        rows = raw.iloc[_ids(x)]
+        rows = raw.iloc[ids(x)]
         gap = rows["size"].isna().to_numpy()
         np.testing.assert_array_equal(x[gap, 1], np.float32(data.fill["size"]))
         np.testing.assert_array_equal(x[~gap, 1], rows["size"][~gap].to_numpy(np.float32))
@@ -251,10 +204,10 @@ def test_impute_fills_with_the_training_split_statistic(tmp_path: Path, impute: 
 
 
 def test_impute_drop_removes_exactly_the_rows_with_gaps(tmp_path: Path) -> None:
-    raw = _with_gaps()
+    raw = with_gaps()
     raw.loc[30, "y"] = np.nan  # a missing target is dropped too
-    data = _load(_write(raw, tmp_path / "gaps.csv"), target="y", impute="drop")
-    kept = np.concatenate([_ids(x) for x in (data.x_train, data.x_valid, data.x_test)])
+    data = load_file(write_file(raw, tmp_path / "gaps.csv"), target="y", impute="drop")
+    kept = np.concatenate([ids(x) for x in (data.x_train, data.x_valid, data.x_test)])
     expected = raw.index[~raw.isna().any(axis=1)].tolist()
     assert sorted(kept.tolist()) == expected
     assert len(expected) == len(raw) - 16
@@ -275,21 +228,21 @@ def test_integer_and_float_targets_and_forced_categories(tmp_path: Path) -> None
             "price": rng.uniform(0, 10, n),
         }
     )
-    path = _write(frame, tmp_path / "numbers.csv")
+    path = write_file(frame, tmp_path / "numbers.csv")
     features = ("x", "zip")
-    grade = _load(path, target="grade", features=features)
+    grade = load_file(path, target="grade", features=features)
     assert grade.task == "multiclass" and grade.labels == [0, 1, 2, 3]
     assert all(type(v) is int for v in grade.labels)
-    pair = _load(path, target="pair", features=features)
+    pair = load_file(path, target="pair", features=features)
     assert pair.task == "binary" and pair.labels == [3, 7]
     for target in ("price", "many"):
-        values = _load(path, target=target, features=features)
+        values = load_file(path, target=target, features=features)
         assert values.task == "regression" and values.labels is None
         assert values.y_train.dtype == np.float32
 
-    plain = _load(path, target="grade", features=features)
+    plain = load_file(path, target="grade", features=features)
     assert "zip" in plain.fill and "zip" not in plain.vocabulary
-    forced = _load(path, target="grade", features=features, categorical=("zip",))
+    forced = load_file(path, target="grade", features=features, categorical=("zip",))
     assert forced.vocabulary["zip"] == ["6000", "69001", "75001"]  # text, sorted as text
     assert "zip" not in forced.fill
     codes = forced.x_train[:, 1]
@@ -299,7 +252,7 @@ def test_integer_and_float_targets_and_forced_categories(tmp_path: Path) -> None
 def test_integer_target_with_a_missing_value_and_drop_is_classification(tmp_path: Path) -> None:
     frame = pd.DataFrame({"x": np.linspace(0, 1, 90), "y": (np.arange(90) % 3).astype(float)})
     frame.loc[4, "y"] = np.nan
-    data = _load(_write(frame, tmp_path / "gap.csv"), target="y", impute="drop")
+    data = load_file(write_file(frame, tmp_path / "gap.csv"), target="y", impute="drop")
     assert data.task == "multiclass"
 
 
@@ -310,8 +263,8 @@ def test_numeric_category_with_a_gap_still_knows_its_integers(tmp_path: Path) ->
     )
     frame["zip"] = frame["zip"].astype("Int64")
     frame.loc[4, "zip"] = pd.NA
-    data = _load(
-        _write(frame, tmp_path / "zips.csv"), target="y", categorical=("zip",), impute="mean"
+    data = load_file(
+        write_file(frame, tmp_path / "zips.csv"), target="y", categorical=("zip",), impute="mean"
     )
     assert data.vocabulary["zip"] == ["69001", "75001"], data.vocabulary
     x = encode_frame(data.serving_meta(), pd.DataFrame({"x": [0.0], "zip": [75001]}))
@@ -320,66 +273,15 @@ def test_numeric_category_with_a_gap_still_knows_its_integers(tmp_path: Path) ->
 
 @pytest.mark.parametrize("name", ["animals.parquet", "animals.pq"])
 def test_parquet_reads_like_csv(tmp_path: Path, name: str) -> None:
-    raw = _with_gaps()
-    from_csv = _load(_write(raw, tmp_path / "animals.csv"), target="y", impute="mean")
-    from_pq = _load(_write(raw, tmp_path / name), target="y", impute="mean")
+    raw = with_gaps()
+    from_csv = load_file(write_file(raw, tmp_path / "animals.csv"), target="y", impute="mean")
+    from_pq = load_file(write_file(raw, tmp_path / name), target="y", impute="mean")
     assert from_pq.task == from_csv.task == "multiclass"
     assert from_pq.labels == from_csv.labels
     assert from_pq.vocabulary == from_csv.vocabulary
     assert from_pq.fill == pytest.approx(from_csv.fill)
     for split in ("x_train", "y_train", "x_valid", "y_valid", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(from_pq, split), getattr(from_csv, split))
-
-
-def test_encode_frame_matches_training_and_handles_serving_rows(tmp_path: Path) -> None:
-    data = _load(_write(_with_gaps(), tmp_path / "gaps.csv"), target="y", impute="mean")
-    meta = data.serving_meta()
-    raw_valid = data.extra["raw_valid"]
-    assert list(raw_valid.columns) == FEATURES and len(raw_valid) == len(data.x_valid)
-    np.testing.assert_array_equal(encode_frame(meta, raw_valid), data.x_valid)
-    # Column order does not matter and extra columns are ignored.
-    shuffled = raw_valid[FEATURES[::-1]].assign(extra="ignored")
-    np.testing.assert_array_equal(encode_frame(meta, shuffled), data.x_valid)
-    assert list(data.example_rows(3).columns) == FEATURES
-
-    row = pd.DataFrame(
-        {"id": [1], "size": [np.nan], "weight": [2.5], "city": ["tokyo"], "indoor": [True]}
-    )
-    x = encode_frame(meta, row)
-    assert x.dtype == np.float32 and x.shape == (1, 5)
-    assert x[0, FEATURES.index("size")] == np.float32(data.fill["size"])  # missing -> fill
-    assert x[0, FEATURES.index("weight")] == np.float32(2.5)
-    assert x[0, FEATURES.index("city")] == 0  # unknown category -> 0
-    assert x[0, FEATURES.index("indoor")] == data.vocabulary["indoor"].index("True") + 1
-    known = row.assign(city=data.vocabulary["city"][0])
-    assert encode_frame(meta, known)[0, FEATURES.index("city")] == 1
-
-    with pytest.raises(ValueError, match=r"missing input columns \['weight'\]"):
-        encode_frame(meta, row.drop(columns="weight"))
-    with pytest.raises(ValueError, match=r"column 'size' is numeric but holds 'big'"):
-        encode_frame(meta, row.assign(size=["big"]))
-
-
-def test_decode_labels_and_probabilities(tmp_path: Path) -> None:
-    data = _load(_write(_animals(), tmp_path / "animals.csv"), target="y")
-    meta = data.serving_meta()
-    probs = np.array([[0.1, 0.7, 0.2], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5]], dtype=np.float32)
-    assert decode(meta, probs).tolist() == ["cat", "bird", "dog"]
-    table = decode(meta, probs, output="probabilities")
-    assert isinstance(table, pd.DataFrame) and list(table.columns) == ["bird", "cat", "dog"]
-    np.testing.assert_allclose(table.to_numpy(), probs)
-
-    binary = {"task": "binary", "labels": ["no", "yes"], "class_names": ["no", "yes"]}
-    p = np.array([[0.2], [0.5], [0.49], [0.9]], dtype=np.float32)
-    assert decode(binary, p).tolist() == ["no", "yes", "no", "yes"]  # threshold 0.5, inclusive
-    two = decode(binary, p, output="probabilities")
-    assert list(two.columns) == ["no", "yes"]
-    np.testing.assert_allclose(two["yes"], p[:, 0])
-    np.testing.assert_allclose(two.sum(axis=1), 1.0, atol=1e-6)
-
-    ints = {"task": "multiclass", "labels": [3, 5, 7], "class_names": ["3", "5", "7"]}
-    labels = decode(ints, probs)
-    assert labels.dtype == np.int64 and labels.tolist() == [5, 3, 7]
 
 
 # -- B. bad data: one-line ConfigErrors naming the file, the column or key, and a fix ----------
@@ -520,7 +422,7 @@ def _make_file(path: Path, contents: Any) -> Path:
     elif isinstance(contents, str):
         path.write_text(contents)
     else:
-        _write(contents(), path)
+        write_file(contents(), path)
     return path
 
 
@@ -547,7 +449,7 @@ def test_bad_data_is_one_line_naming_file_and_column(
 ) -> None:
     path = _make_file(tmp_path / name, contents)
     with pytest.raises(ConfigError) as e:
-        _load(path, **kwargs)
+        load_file(path, **kwargs)
     _check_data_error(e.value, path, key, rule, mention)
 
 
@@ -556,7 +458,7 @@ def test_bad_data_fixes_say_what_to_do(tmp_path: Path) -> None:
     for case_id, name, contents, kwargs, *_ in BAD_DATA:
         path = _make_file(tmp_path / f"{case_id}-{name}", contents)
         with pytest.raises(ConfigError) as e:
-            _load(path, **kwargs)
+            load_file(path, **kwargs)
         fixes[case_id] = e.value.fix
     assert fixes["missing-target"] == "use one of its columns: a, b, city, y"
     assert fixes["all-nan-column"] == "add it to dataset.drop: [empty]"
@@ -571,14 +473,14 @@ def test_bad_data_fixes_say_what_to_do(tmp_path: Path) -> None:
 
 def test_absent_file_and_pandas_na_text(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
-        _load(tmp_path / "absent.csv", target="y")
+        load_file(tmp_path / "absent.csv", target="y")
     _check_data_error(e.value, tmp_path / "absent.csv", "dataset.path", "data file not found", "")
     # pandas reads 'n/a' as missing, so such a column is a gap, not text.
     frame = _base().astype({"a": object})
     frame.loc[[3, 7], "a"] = "n/a"
-    path = _write(frame, tmp_path / "na.csv")
+    path = write_file(frame, tmp_path / "na.csv")
     with pytest.raises(ConfigError) as e:
-        _load(path, target="y")
+        load_file(path, target="y")
     _check_data_error(
         e.value, path, "dataset.impute", "missing values in columns: a (2 rows)", "a (2 rows)"
     )
@@ -602,7 +504,7 @@ def _lonely_class() -> pd.DataFrame:
 def test_split_errors_name_the_data_file(tmp_path: Path, contents, key) -> None:
     path = _make_file(tmp_path / "data.csv", contents)
     with pytest.raises(ConfigError) as e:
-        _load(path, target="y")
+        load_file(path, target="y")
     assert e.value.key == key and "\n" not in str(e.value)
     assert e.value.source == str(path), str(e.value)
 
@@ -611,13 +513,13 @@ def test_split_errors_rule_and_key(tmp_path: Path) -> None:
     """What the split errors say: the rule and the key."""
     path = _make_file(tmp_path / "few.csv", _three_rows)
     with pytest.raises(ConfigError) as e:
-        _load(path, target="y")
+        load_file(path, target="y")
     assert e.value.key == "dataset.validation"
     assert e.value.rule == "a validation split of 0.2 leaves 2 of 2 rows for training"
     assert e.value.fix == "use a smaller split, or more rows"
     path = _make_file(tmp_path / "lonely.csv", _lonely_class)
     with pytest.raises(ConfigError) as e:
-        _load(path, target="y")
+        load_file(path, target="y")
     assert e.value.key == "dataset.target" and "\n" not in str(e.value)
     assert e.value.rule.startswith(
         "a stratified test split of 12 of 60 rows needs at least 2 rows of every class"
@@ -628,7 +530,7 @@ def test_split_errors_rule_and_key(tmp_path: Path) -> None:
 def test_stratification_error_names_the_class_label(tmp_path: Path) -> None:
     path = _make_file(tmp_path / "lonely.csv", _lonely_class)
     with pytest.raises(ConfigError) as e:
-        _load(path, target="y")
+        load_file(path, target="y")
     assert "class 'lonely' has 1 row(s)" in e.value.rule, e.value.rule
 
 
@@ -725,8 +627,8 @@ def _two_classes(n: int = 60) -> pd.DataFrame:
     ],
 )  # fmt: skip
 def test_cli_dataset_config_errors(make_experiment, workdir, data, changes, fragments) -> None:
-    _write(data(), workdir / "data.csv")
-    _write(data(), workdir / "data.txt")
+    write_file(data(), workdir / "data.csv")
+    write_file(data(), workdir / "data.txt")
     exp = make_experiment("bad", **changes)
     result = runner.invoke(app, ["run", str(exp)])
     one_line_error(result, *fragments)

@@ -102,85 +102,88 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+ExperimentArg = Annotated[Path, typer.Argument(help="experiment YAML file")]
+NTrialsOption = Annotated[
+    str | None,
+    typer.Option("--n-trials", metavar="N", help="trials this job adds (overrides the file)"),
+]
+TimeoutOption = Annotated[
+    str | None,
+    typer.Option(
+        "--timeout",
+        "--time-budget",
+        metavar="DURATION",
+        help="start no new trial after this: seconds, or 90m, 2h, 1h30m",
+    ),
+]
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="run N jobs side by side on this machine, one study (each adds n_trials)",
+    ),
+]
+RunStorageOption = Annotated[
+    str | None, typer.Option("--storage", help="Optuna storage URL, e.g. sqlite:///optuna.db")
+]
+TrackingOption = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", help="MLflow tracking URI, e.g. sqlite:///mlflow.db"),
+]
+StudyNameOption = Annotated[str | None, typer.Option("--study-name", help="Optuna study name")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", metavar="KEY=VALUE", help="override any key, e.g. training.max_epochs=5"
+    ),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing but errors")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="print only a JSON summary of the job, for scripts")
+]
+OverridesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--overrides",
+        metavar="'KEY=VALUE ...'",
+        help="several --set items in one quoted string (for mlflow run -P overrides=...)",
+    ),
+]
+
+
 @app.command()
 def run(
-    experiment: Annotated[Path, typer.Argument(help="experiment YAML file")] = Path(
-        "experiments/quickstart.yaml"
-    ),
-    n_trials: Annotated[
-        str | None,
-        typer.Option("--n-trials", metavar="N", help="trials this job adds (overrides the file)"),
-    ] = None,
-    timeout: Annotated[
-        str | None,
-        typer.Option(
-            "--timeout",
-            "--time-budget",
-            metavar="DURATION",
-            help="start no new trial after this: seconds, or 90m, 2h, 1h30m",
-        ),
-    ] = None,
-    workers: Annotated[
-        int,
-        typer.Option(
-            "--workers",
-            min=1,
-            help="run N jobs side by side on this machine, one study (each adds n_trials)",
-        ),
-    ] = 1,
-    storage: Annotated[
-        str | None,
-        typer.Option("--storage", help="Optuna storage URL, e.g. sqlite:///optuna.db"),
-    ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option("--tracking-uri", help="MLflow tracking URI, e.g. sqlite:///mlflow.db"),
-    ] = None,
-    study_name: Annotated[
-        str | None, typer.Option("--study-name", help="Optuna study name")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", metavar="KEY=VALUE", help="override any key, e.g. training.max_epochs=5"
-        ),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print nothing but errors")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="print only a JSON summary of the job, for scripts")
-    ] = False,
-    overrides_text: Annotated[
-        str | None,
-        typer.Option(
-            "--overrides",
-            metavar="'KEY=VALUE ...'",
-            help="several --set items in one quoted string (for mlflow run -P overrides=...)",
-        ),
-    ] = None,
+    experiment: ExperimentArg = Path("experiments/quickstart.yaml"),
+    n_trials: NTrialsOption = None,
+    timeout: TimeoutOption = None,
+    workers: WorkersOption = 1,
+    storage: RunStorageOption = None,
+    tracking_uri: TrackingOption = None,
+    study_name: StudyNameOption = None,
+    set_: SetOption = None,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
+    overrides_text: OverridesOption = None,
 ) -> None:
     """Tune an experiment: resume its study, run trials, record them in MLflow."""
     import shlex
 
-    if quiet or as_json:
-        _hush_libraries()
-
     from tuning.config import load_experiment, parse_set
 
+    if quiet or as_json:
+        _hush_libraries()
     try:
         items = [*(set_ or []), *shlex.split(overrides_text or "")]
         overrides = [parse_set(item) for item in items]
-        n = _optional_number(n_trials, "--n-trials", int)
-        t = _duration(timeout)
-        if n is not None:
-            overrides.append(("study.n_trials", n))
-        if t is not None:
-            overrides.append(("study.timeout", t))
-        if storage:
-            overrides.append(("study.storage", storage))
-        if tracking_uri:
-            overrides.append(("tracking.uri", tracking_uri))
-        if study_name:
-            overrides.append(("study.name", study_name))
+        options = {
+            "study.n_trials": _optional_number(n_trials, "--n-trials", int),
+            "study.timeout": _duration(timeout),
+            "study.storage": storage or None,
+            "tracking.uri": tracking_uri or None,
+            "study.name": study_name or None,
+        }
+        overrides += [(key, value) for key, value in options.items() if value is not None]
         exp = load_experiment(experiment, overrides=overrides)
     except ConfigError as e:
         raise _fail(e) from None
@@ -192,13 +195,21 @@ def run(
             args += ["--set", f"{key}={json.dumps(value)}"]
         args += ["--quiet"] if quiet else []
         raise typer.Exit(_run_workers(exp, workers, args, quiet=quiet))
+    result = _run_one(exp, silent=quiet or as_json)
+    if as_json:
+        typer.echo(json.dumps(_job_json(result), indent=2, default=str))
+    if result.best_value is None:
+        typer.echo("no trial completed: see the reasons in the trials' MLflow runs", err=True)
+        raise typer.Exit(1)
 
+
+def _run_one(exp: Experiment, *, silent: bool) -> JobResult:
+    """One job in this process; SIGTERM ends it like Ctrl-C (every run ended, exit 130)."""
     from tuning.job import run_job
 
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    silent = quiet or as_json
     try:
-        result = run_job(
+        return run_job(
             exp,
             say=(lambda line: None) if silent else typer.echo,
             progress=not silent and sys.stderr.isatty(),
@@ -213,11 +224,6 @@ def run(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if as_json:
-        typer.echo(json.dumps(_job_json(result), indent=2, default=str))
-    if result.best_value is None:
-        typer.echo("no trial completed: see the reasons in the trials' MLflow runs", err=True)
-        raise typer.Exit(1)
 
 
 def _run_workers(exp: Experiment, workers: int, args: list[str], *, quiet: bool = False) -> int:

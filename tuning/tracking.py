@@ -201,6 +201,20 @@ def dataset_inputs(data: Dataset) -> dict[str, DatasetInput]:
     return inputs
 
 
+def _log_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:
+    """``log_inputs``, again when a worker of the same study added the same dataset at the same
+    moment: MLflow's SQL store checks for the dataset, then inserts it, so two processes can both
+    insert it and one fails on the unique key; the second try finds it and only links it."""
+    for attempt in range(3):
+        try:
+            client.log_inputs(run_id, inputs)
+            return
+        except mlflow.exceptions.MlflowException as e:
+            if attempt == 2 or "unique" not in str(e).lower():
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
 def _flatten(data: Mapping[str, object], prefix: str = "") -> dict[str, object]:
     out: dict[str, Any] = {}
     for k, v in data.items():
@@ -314,7 +328,7 @@ class ParentRun:
     def log_inputs(self, inputs: Mapping[str, DatasetInput]) -> None:
         """Log the job's data splits as this run's dataset inputs; trials get theirs too."""
         self.tracker.data_inputs = [inputs[s] for s in TRIAL_SPLITS if s in inputs]
-        self.client.log_inputs(self.run_id, [inputs[s] for s in JOB_SPLITS if s in inputs])
+        _log_inputs(self.client, self.run_id, [inputs[s] for s in JOB_SPLITS if s in inputs])
 
     def log_text(self, text: str, name: str) -> None:
         """Upload a text artifact."""
@@ -532,7 +546,7 @@ class Tracker:
                 items = [Param(k, _param_value(v)) for k, v in params.items()]
                 self.client.log_batch(trial_run.run_id, params=items)
             if self.data_inputs:
-                self.client.log_inputs(trial_run.run_id, self.data_inputs)
+                _log_inputs(self.client, trial_run.run_id, self.data_inputs)
             yield trial_run
         except optuna.TrialPruned as e:
             state, reason = "pruned", str(e) or "pruned"

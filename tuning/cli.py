@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
+import re
+import shlex
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import yaml
 
 from tuning.errors import ConfigError, TrackingLost
 
@@ -63,8 +69,6 @@ def _optional_number(value: str | None, option: str, kind: type) -> Any:
 
 def _duration(value: str | None) -> float | None:
     """Seconds from ``3600``, ``90s``, ``45m``, ``2h`` or ``1h30m``; empty text means unset."""
-    import re
-
     if value is None or value.strip() in ("", "none", "null"):
         return None
     text = value.strip().lower()
@@ -85,9 +89,6 @@ def _duration(value: str | None) -> float | None:
 
 def _hush_libraries() -> None:
     """Keep MLflow's and Optuna's INFO lines off the terminal (``--quiet``, ``--json``)."""
-    import logging
-    import os
-
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
     level = logging.getLevelName(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
     logging.getLogger("mlflow").setLevel(level if isinstance(level, int) else logging.WARNING)
@@ -167,8 +168,6 @@ def run(
     overrides_text: OverridesOption = None,
 ) -> None:
     """Tune an experiment: resume its study, run trials, record them in MLflow."""
-    import shlex
-
     from tuning.config import load_experiment, parse_set
 
     if quiet or as_json:
@@ -294,8 +293,6 @@ def validate(
     ] = None,
 ) -> None:
     """Check an experiment and print it with every default filled in; creates nothing."""
-    import yaml
-
     from tuning.config import load_experiment, parse_set
 
     try:
@@ -462,8 +459,6 @@ def status(
 
 def _champions(tracking_uri: str | None) -> dict[str, str]:
     """Study name -> 'MODEL vN' of registered models whose @champion came from that study."""
-    from pathlib import Path
-
     from tuning.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -501,8 +496,6 @@ def compare(
     ] = True,
 ) -> None:
     """Compare studies: trials, best and test scores, how fast each got near its best, size."""
-    import tempfile
-
     import pandas as pd
 
     from tuning.config import load_experiment

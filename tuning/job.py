@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import optuna
 import yaml
 
 from tuning import backend, engines, tracking
@@ -135,8 +136,6 @@ def open_parent(
 def prepare_stores(exp: Experiment, uri: str) -> None:
     """Create the study storage and the MLflow experiment once, before parallel workers open
     them (each worker's engine then creates or loads the study itself)."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna.create_study(
         storage=open_storage(exp),

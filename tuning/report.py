@@ -10,11 +10,19 @@ talk to MLflow (``tracking.py`` uploads what this returns) and does not train an
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import optuna
+import matplotlib
+
+matplotlib.use("Agg")  # files, never a window: before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from tuning.process import is_dead  # noqa: E402
 
 __all__ = [
     "last_trial_time",
@@ -37,8 +45,6 @@ def state_counts(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
 def running_liveness(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
     """RUNNING trials by whether their process lives: ``live``, ``dead`` (its process on this
     host is gone: the next job fails it) or ``elsewhere`` (another host: its heartbeat tells)."""
-    from tuning.process import is_dead
-
     out = {"live": 0, "dead": 0, "elsewhere": 0}
     for t in trials:
         if t.state != optuna.trial.TrialState.RUNNING:
@@ -87,17 +93,10 @@ def write_job_reports(
     out_dir: Path,
 ) -> list[Path]:
     """Write the parent run's report files into ``out_dir`` and return their paths."""
-    import pandas as pd
-
     paths = []
     table = out_dir / "trials.csv"
     pd.DataFrame(trials_table(study)).to_csv(table, index=False)
     paths.append(table)
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     if done:
@@ -151,10 +150,6 @@ def write_job_reports(
 
 def _optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     """Optuna's own plots: interactive HTML (plotly) and a PNG twin (matplotlib) of each."""
-    import warnings
-
-    import matplotlib.pyplot as plt
-
     complete = [
         t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
     ]
@@ -325,11 +320,6 @@ def compare_studies(
 
 def best_so_far_plot(studies: list[optuna.Study], *, metric: str, path: Path) -> Path:
     """Best-so-far validation score against wall-clock seconds, one line per study."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for study in studies:
         maximize = _maximize(study)

@@ -12,6 +12,7 @@ This is the only module that imports mlflow.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
     from tuning.data import Dataset
@@ -40,8 +40,12 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import requests  # noqa: E402
 from mlflow.data.code_dataset_source import CodeDatasetSource  # noqa: E402
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag  # noqa: E402
+from mlflow.models import infer_signature  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT  # noqa: E402
 
@@ -134,8 +138,6 @@ def check_tracking_uri(uri: str, *, source: str | None = None, timeout: float = 
 
 def is_unreachable(error: BaseException) -> bool:
     """Whether ``error`` (or what caused it) says the tracking server cannot be reached."""
-    import requests
-
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, (requests.exceptions.ConnectionError, ConnectionError)):
@@ -172,10 +174,6 @@ def dataset_inputs(data: Dataset) -> dict[str, DatasetInput]:
     digest looks at the first 10,000 values only), its shape as profile, and the split as the
     ``mlflow.data.context`` tag, which MLflow's runs table shows and filters on.
     """
-    import hashlib
-
-    import numpy as np
-
     source = data.source or data.name
     is_file = Path(source).is_absolute()
     inputs = {}
@@ -351,8 +349,7 @@ class ParentRun:
         Returns:
             The model URI (``models:/<model_id>``), loadable with ``mlflow.pyfunc.load_model``.
         """
-        from mlflow.models import infer_signature
-
+        # Keras (through encoding): only here, long after the job chose the backend.
         from tuning.data.encoding import predict_raw
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -526,8 +523,6 @@ class Tracker:
         The ``state`` tag is the trial's: complete (normal exit), pruned (``TrialPruned``),
         failed (any other exception) or killed (Ctrl-C / SIGTERM, run status KILLED).
         """
-        import optuna  # only for the TrialPruned type
-
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{number}",

@@ -120,3 +120,23 @@ def test_the_job_records_and_shows_its_backend(make_experiment) -> None:
     assert (model_dir / "code" / "keras_backend.py").read_text().strip() == f"BACKEND = {live!r}"
     reqs = (model_dir / "requirements.txt").read_text()
     assert f"{live}==" in reqs
+
+
+def test_custom_gradients_of_finished_models_are_dropped() -> None:
+    """TensorFlow's leak: each traced tf.custom_gradient stays in a global registry, holding
+    its graph, until release() drops it between trials."""
+    tf = pytest.importorskip("tensorflow")
+    from tensorflow.python.framework import ops
+
+    @tf.custom_gradient
+    def double(x):  # noqa: ANN001, ANN202
+        return 2 * x, lambda dy: 2 * dy
+
+    registry = ops._gradient_registry._registry
+    before = {k for k in registry if str(k).startswith("CustomGradient-")}
+    for width in (3, 4, 5):  # three traces, as three models' train steps would make
+        tf.function(double).get_concrete_function(tf.TensorSpec([width]))
+    traced = {k for k in registry if str(k).startswith("CustomGradient-")} - before
+    assert len(traced) == 3
+    assert backend._drop_custom_gradients() >= 3
+    assert not any(str(k).startswith("CustomGradient-") for k in registry)

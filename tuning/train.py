@@ -19,9 +19,18 @@ import keras
 from tuning.data import Dataset
 from tuning.errors import TrialFailed
 
-__all__ = ["EpochHook", "FitResult", "fit", "fresh_session"]
+__all__ = ["EpochHook", "FitResult", "StopTraining", "fit", "fresh_session"]
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
+
+
+class StopTraining(Exception):  # noqa: N818 (a request, not an error)
+    """Raised by an epoch hook to end the fit after this epoch, as early stopping would.
+
+    The fit then returns normally: the best epoch's weights are restored and its value is the
+    result (``FitResult.stopped`` holds the message). Used for the job's time budget: a trial
+    it cuts is still a trained model with a real score.
+    """
 
 
 @dataclass
@@ -35,6 +44,7 @@ class FitResult:
         seconds: Wall time of ``model.fit``.
         history: Metric name -> value per epoch.
         n_params: Parameters of the model.
+        stopped: Why an epoch hook ended the fit early (:class:`StopTraining`), else ``None``.
     """
 
     value: float
@@ -43,16 +53,22 @@ class FitResult:
     seconds: float
     history: dict[str, list[float]]
     n_params: int
+    stopped: str | None = None
 
 
 class _EpochHookCallback(keras.callbacks.Callback):
     def __init__(self, hook: EpochHook) -> None:
         super().__init__()
         self._hook = hook
+        self.stopped: str | None = None
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, object] | None = None) -> None:
         clean = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
-        self._hook(epoch, clean)
+        try:
+            self._hook(epoch, clean)
+        except StopTraining as e:  # after EarlyStopping saw this epoch: its best is current
+            self.stopped = str(e) or "stopped"
+            self.model.stop_training = True
 
 
 def _is_number(v: object) -> bool:
@@ -165,8 +181,9 @@ def fit(
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=5)
         )
-    if on_epoch is not None:
-        callbacks.append(_EpochHookCallback(on_epoch))
+    hook = _EpochHookCallback(on_epoch) if on_epoch is not None else None
+    if hook is not None:
+        callbacks.append(hook)  # last: EarlyStopping has seen each epoch before the hook
     start = time.perf_counter()
     history = model.fit(
         data.x_train,
@@ -188,4 +205,5 @@ def fit(
         seconds=seconds,
         history=hist,
         n_params=int(model.count_params()),
+        stopped=hook.stopped if hook is not None else None,
     )

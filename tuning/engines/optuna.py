@@ -22,7 +22,7 @@ from tuning.config import Experiment, PrunerConfig, SamplerConfig, redact
 from tuning.engines.base import Engine, JobContext, Outcome, check_stop
 from tuning.errors import ConfigError, TrialFailed
 from tuning.tracking import TrialRun
-from tuning.train import EpochHook
+from tuning.train import EpochHook, StopTraining
 from tuning.trial import Params, is_finite
 
 __all__ = ["OptunaEngine", "make_pruner", "make_sampler", "open_study"]
@@ -167,6 +167,9 @@ class OptunaEngine(Engine):
             on_epoch = self._epoch_reporter(trial, run)
             result = trainer.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
             trainer.histories[trial.number] = result.history
+            if result.stopped:  # COMPLETE with the value it reached, tagged as cut
+                trial.set_user_attr("cut", result.stopped)
+                run.set_tags({"cut": result.stopped})
             run.log_metrics({"objective": result.value, "best_epoch": result.best_epoch})
             trainer.keep_if_best(model, result.value, trial.number)
             return float(result.value)
@@ -202,9 +205,10 @@ class OptunaEngine(Engine):
                     f"pruned after epoch {epoch + 1} with {monitor}={value:.4g}"
                 )
             if deadline is not None and time.perf_counter() >= deadline:
-                raise optuna.TrialPruned(
-                    f"stopped after epoch {epoch + 1} at the job's time budget "
-                    f"({exp.study.timeout:g}s) with {monitor}={value:.4g}"
+                # A trained model with a real score: the fit ends with its best weights.
+                raise StopTraining(
+                    f"cut after epoch {epoch + 1} at the job's time budget "
+                    f"({exp.study.timeout:g}s)"
                 )
 
         return report_epoch
@@ -214,7 +218,7 @@ class OptunaEngine(Engine):
         state = trial.state.name.lower()
         metric = self.ctx.exp.objective.metric
         value = f"{metric}={trial.value:.4f}" if trial.value is not None else ""
-        reason = trial.user_attrs.get("reason", "") if state != "complete" else ""
+        reason = trial.user_attrs.get("reason" if state != "complete" else "cut", "")
         try:
             best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
         except ValueError:

@@ -41,6 +41,15 @@ def test_champion_moves_only_to_a_better_model(make_experiment, workdir: Path) -
         str(v.version): v.tags["role"] for v in client.search_model_versions("name='digits-mlp'")
     }
     assert roles == {"1": "former champion", "2": "champion", "3": "challenger", "4": "challenger"}
+    # Every version after the first says how it was compared with the champion of its time.
+    tags = {str(v.version): v.tags for v in client.search_model_versions("name='digits-mlp'")}
+    assert "champion_test" not in tags["1"]
+    assert tags["2"]["champion_test"] == "mcnemar_exact"  # a trained model vs an untrained one
+    assert float(tags["2"]["champion_p_value"]) < 0.05
+    assert tags["2"]["champion_decision"].startswith("moved: val_accuracy")
+    assert tags["3"]["champion_decision"].startswith("stayed: ")
+    assert tags["4"]["champion_test"] == "none" and tags["4"]["champion_p_value"] == ""
+    assert "not comparable" in tags["4"]["champion_decision"]
     assert champion.tags["metric"] == "val_accuracy" and champion.tags["study"] == "champ"
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/digits-mlp@champion")
@@ -57,3 +66,26 @@ def test_register_as_without_a_logged_model_is_refused(make_experiment, workdir:
     result = CliRunner().invoke(app, ["run", str(exp)])
     assert result.exit_code == 2
     assert "tracking.register_as: register_as needs a logged model" in result.stderr
+
+
+def test_a_rerun_with_other_weights_leaves_the_champion(make_experiment, workdir: Path) -> None:
+    """The same configuration trained from other initial weights scores differently by
+    noise alone: the paired test keeps @champion where it was."""
+    exp = make_experiment(
+        "noise",
+        study__n_trials=1,
+        training__max_epochs=30,
+        tracking={"uri": "sqlite:///mlflow.db", "register_as": "noisy"},
+        space={"n_hidden": 1, "n_neurons": 32, "learning_rate": 0.01},
+    )
+    _run(exp)
+    outs = [_run(exp, "--set", f"study.seed={seed}") for seed in (1, 2, 3)]
+    # At least one rerun scored higher by chance: its value alone would have moved @champion.
+    assert any("(within noise)" in out for out in outs), outs
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    assert str(client.get_model_version_by_alias("noisy", "champion").version) == "1"
+    for version in ("2", "3", "4"):
+        tags = client.get_model_version("noisy", version).tags
+        assert tags["champion_test"] == "mcnemar_exact"
+        assert 0 < float(tags["champion_p_value"]) <= 1
+        assert tags["champion_decision"].startswith("stayed: val_accuracy"), tags

@@ -22,7 +22,7 @@ from pathlib import Path
 import optuna
 import yaml
 
-from tuning import backend, engines, tracking
+from tuning import backend, champion, engines, tracking
 from tuning.config import Experiment, check_objective_for, redact
 from tuning.data import Dataset, load_dataset
 from tuning.engines.base import STOP, Engine, JobContext, Outcome, Say
@@ -314,6 +314,20 @@ def _register_champion(ctx: JobContext, model_uri: str) -> Champion | None:
         direction=exp.objective.direction,
         data_key=exp.data_key(),
         trial=trainer.best_trial,
+        compare=lambda new, old: _paired_test(ctx, new, old),
+        alpha=exp.tracking.champion_alpha,
+    )
+
+
+def _paired_test(ctx: JobContext, challenger_uri: str, champion_uri: str) -> tuple[str, float]:
+    """Both logged models predict this job's validation rows (raw, as served); paired test."""
+    rows = ctx.data.validation_rows()
+    return champion.paired_test(
+        ctx.data.task,
+        ctx.trainer.validation_truth(),
+        tracking.predict(challenger_uri, rows),
+        tracking.predict(champion_uri, rows),
+        metric=ctx.exp.objective.metric,
     )
 
 

@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,6 +213,11 @@ def _log_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -
             time.sleep(0.1 * (attempt + 1))
 
 
+def predict(model_uri: str, rows: pd.DataFrame | np.ndarray) -> np.ndarray | pd.DataFrame:
+    """What a logged model answers for raw ``rows`` (labels, or values for regression)."""
+    return mlflow.pyfunc.load_model(model_uri).predict(rows)
+
+
 def _flatten(data: Mapping[str, object], prefix: str = "") -> dict[str, object]:
     out: dict[str, Any] = {}
     for k, v in data.items():
@@ -389,12 +394,18 @@ class ParentRun:
         direction: str,
         data_key: str,
         trial: int,
+        compare: Callable[[str, str], tuple[str, float]] | None = None,
+        alpha: float = 0.05,
     ) -> Champion:
         """Register the model as a new version; move ``@champion`` to it only if it is better.
 
         Better means a better validation ``metric`` value than the current champion's, on the
-        same metric and the same data (``data_key``). A version that is not better stays,
-        tagged ``role=challenger``; the first version of a model becomes the champion.
+        same metric and the same data (``data_key``), and, with ``compare``, by more than noise:
+        ``compare(new_uri, champion_uri)`` runs a paired test of the two models on the same
+        validation rows and its p-value must be below ``alpha``. Every version after the first
+        records ``champion_test``, ``champion_p_value`` and ``champion_decision`` (moved or
+        stayed, and why). A version that is not better stays, tagged ``role=challenger``; the
+        first version of a model becomes the champion.
 
         Returns:
             What happened, for the job's output and the parent run's tags.
@@ -418,6 +429,7 @@ class ParentRun:
         promote = current is None
         if current is not None:
             ct = current.tags
+            test, p_value = "none", float("nan")
             if ct.get("metric") != metric or ct.get("data") != data_key:
                 reason = (
                     f"champion v{current.version} was scored on {ct.get('metric')!r} / other "
@@ -426,8 +438,24 @@ class ParentRun:
             else:
                 best = float(ct["value"])
                 better = value < best if direction == "minimize" else value > best
-                promote = better
                 reason = f"{metric} {value:.4f} vs champion v{current.version} {best:.4f}"
+                promote = better
+                if compare is not None:  # the same validation rows: a paired test
+                    test, p_value = compare(model_uri, f"models:/{name}/{current.version}")
+                    promote = better and p_value < alpha
+                    verdict = "below" if p_value < alpha else "not below"
+                    reason += f"; {test} p={p_value:.3g} {verdict} alpha {alpha:g}"
+                    if better and not promote:
+                        reason += " (within noise)"
+            decision = f"{'moved' if promote else 'stayed'}: {reason}"
+            client.set_model_version_tag(name, str(version), "champion_test", test)
+            client.set_model_version_tag(
+                name,
+                str(version),
+                "champion_p_value",
+                "" if math.isnan(p_value) else repr(p_value),
+            )
+            client.set_model_version_tag(name, str(version), "champion_decision", decision)
         role = CHAMPION if promote else "challenger"
         client.set_model_version_tag(name, str(version), "role", role)
         if promote:

@@ -16,11 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import keras
+import numpy as np
+import pandas as pd
 
 from tuning import backend, train
 from tuning.config import Experiment
 from tuning.data import Dataset
-from tuning.data.encoding import CUSTOM_OBJECTS
+from tuning.data.encoding import CUSTOM_OBJECTS, decode
 from tuning.model import build_model
 from tuning.tracking import ParentRun
 from tuning.train import EpochHook, FitResult
@@ -195,6 +197,15 @@ class Trainer:
                 pip_requirements=backend.pip_requirements(),
             )
         )
+
+    def validation_truth(self) -> np.ndarray | pd.DataFrame:
+        """The validation rows' true labels (or values), spelled as the logged model answers:
+        the targets decoded as if a model had predicted them with certainty."""
+        data = self.data
+        y = np.asarray(data.y_valid)
+        if data.task == "multiclass":
+            y = np.eye(data.n_classes or int(y.max()) + 1, dtype=np.float32)[y.astype(int)]
+        return decode(data.serving_meta(), y)
 
     def cleanup(self) -> None:
         """Delete the temporary folder of the best model."""

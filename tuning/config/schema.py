@@ -239,6 +239,13 @@ class TrackingConfig(_Model):
         description="registered model name: each job's best model becomes a version, and the "
         "alias champion moves to it when it beats the champion on the same metric and data",
     )
+    champion_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="@champion moves only when a paired test of both models on the same "
+        "validation rows (McNemar, or a paired bootstrap for regression) gives p below this",
+    )
 
 
 class Experiment(_Model):

@@ -87,6 +87,10 @@ class Dataset:
             "targets": self.targets,
         }
 
+    def validation_rows(self) -> pd.DataFrame | np.ndarray:
+        """Every raw validation row, as the logged model takes them."""
+        return self.example_rows(len(self.x_valid))
+
     def example_rows(self, n: int = 5) -> pd.DataFrame | np.ndarray:
         """A few raw validation rows: a DataFrame with the original columns for tabular data."""
         if self.kind == "tabular" and "raw_valid" in self.extra:

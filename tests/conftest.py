@@ -98,6 +98,7 @@ def make_experiment(workdir: Path) -> Callable[..., Path]:
                 "sampler": {"type": "tpe", "n_startup_trials": 2},
                 "pruner": "none",
                 "n_trials": 2,
+                "recheck_top": 0,  # tests/engines/test_recheck.py turns it on
             },
             "training": {"max_epochs": 3, "batch_size": 128, "early_stopping": {"patience": 2}},
             "tracking": {"uri": "sqlite:///mlflow.db"},

@@ -8,7 +8,7 @@ goes on). Internal errors are neither and keep their traceback. This module impo
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "TrackingLost", "TrialFailed"]
+__all__ = ["ConfigError", "StopTraining", "TrackingLost", "TrialFailed"]
 
 
 class ConfigError(ValueError):
@@ -122,4 +122,13 @@ class TrackingLost(RuntimeError):
 
     The job stops (the CLI prints the message on one line and exits 3); Optuna's storage keeps
     every finished trial, and the next job closes the runs this one could not end.
+    """
+
+
+class StopTraining(Exception):  # noqa: N818 (a request, not an error)
+    """Raised by an epoch hook to end the fit after this epoch, as early stopping would.
+
+    The fit then returns normally: the best epoch's weights are restored and its value is the
+    result (``FitResult.stopped`` holds the message). Used for the job's time budget: a trial
+    it cuts is still a trained model with a real score.
     """

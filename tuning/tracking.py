@@ -544,24 +544,34 @@ class Tracker:
 
     @contextmanager
     def trial_run(
-        self, parent: ParentRun, *, number: int, params: Mapping[str, object]
+        self,
+        parent: ParentRun,
+        *,
+        number: int,
+        params: Mapping[str, object],
+        recheck: tuple[int, str] | None = None,
     ) -> Iterator[TrialRun]:
         """A child run for trial ``number``, ended with the right status whatever happens.
 
         The ``state`` tag is the trial's: complete (normal exit), pruned (``TrialPruned``),
         failed (any other exception) or killed (Ctrl-C / SIGTERM, run status KILLED).
+        ``recheck=(i, trial_run_id)`` makes the run of the trial's i-th re-check instead:
+        ``trial-<number>-recheck-<i>``, nested under the trial's own run (or under the parent
+        when the trial's run is unknown).
         """
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{number}",
-            tags={
-                "mlflow.parentRunId": parent.run_id,
-                "study": self.study,
-                "trial_number": str(number),
-                "state": "running",
-                "tuning.role": "trial",
-            },
-        )
+        tags = {
+            "mlflow.parentRunId": parent.run_id,
+            "study": self.study,
+            "trial_number": str(number),
+            "state": "running",
+            "tuning.role": "trial",
+        }
+        name = f"trial-{number}"
+        if recheck is not None:
+            name = f"{name}-recheck-{recheck[0]}"
+            tags.update({"tuning.role": "recheck", "recheck": str(recheck[0])})
+            tags["mlflow.parentRunId"] = recheck[1] or parent.run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         trial_run = TrialRun(self.client, run.info.run_id)
         status, state, reason = "FINISHED", "complete", None
         try:

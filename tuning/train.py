@@ -17,20 +17,11 @@ from dataclasses import dataclass
 import keras
 
 from tuning.data import Dataset
-from tuning.errors import TrialFailed
+from tuning.errors import StopTraining, TrialFailed
 
 __all__ = ["EpochHook", "FitResult", "StopTraining", "fit", "fresh_session"]
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
-
-
-class StopTraining(Exception):  # noqa: N818 (a request, not an error)
-    """Raised by an epoch hook to end the fit after this epoch, as early stopping would.
-
-    The fit then returns normally: the best epoch's weights are restored and its value is the
-    result (``FitResult.stopped`` holds the message). Used for the job's time budget: a trial
-    it cuts is still a trained model with a real score.
-    """
 
 
 @dataclass

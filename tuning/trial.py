@@ -101,13 +101,15 @@ class Trainer:
         logged.setdefault("batch_size", _whole(params, "batch_size", training.batch_size))
         return logged
 
-    def build(self, params: Params, *, number: int, max_epochs: int) -> keras.Model:
-        """A fresh session, the trial's seed, and the compiled model."""
+    def build(
+        self, params: Params, *, number: int, max_epochs: int, seed: int | None = None
+    ) -> keras.Model:
+        """A fresh session, the trial's seed (or ``seed``), and the compiled model."""
         started = time.perf_counter()
         exp = self.exp
         train.fresh_session()
         backend.release()
-        keras.utils.set_random_seed(exp.study.seed + number)
+        keras.utils.set_random_seed(exp.study.seed + number if seed is None else seed)
         model = build_model(
             dict(params),
             data=self.data,
@@ -157,14 +159,21 @@ class Trainer:
         """Save ``model`` as the job's best when it beats the best so far."""
         if self.exp.tracking.log_models == "none":
             return
-        better = self.best_value is None or (
-            value < self.best_value
-            if self.exp.objective.direction == "minimize"
-            else value > self.best_value
-        )
-        if better:
+        if self.better(value, self.best_value):
             model.save(self.best_model_path)
             self.best_value, self.best_trial = value, number
+
+    def adopt(self, path: Path, value: float, number: int) -> None:
+        """Make the model saved at ``path`` the job's best (the re-check's choice)."""
+        if path != self.best_model_path:
+            path.replace(self.best_model_path)
+        self.best_value, self.best_trial = value, number
+
+    def better(self, a: float, b: float | None) -> bool:
+        """Whether objective value ``a`` beats ``b`` (``None``: nothing yet)."""
+        if b is None:
+            return True
+        return a < b if self.exp.objective.direction == "minimize" else a > b
 
     def has_best_model(self) -> bool:
         """Whether a model was kept (``log_models: none`` keeps none)."""

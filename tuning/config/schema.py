@@ -158,6 +158,13 @@ class StudyConfig(_Model):
         "the study is next opened (null: off)",
     )
 
+    recheck_top: int = Field(
+        default=3,
+        ge=0,
+        description="before the job names its best model, train the top k trials again from "
+        "other initial weights and rank them by the mean of both runs (0: off); with a time "
+        "budget, the search keeps the last 15 %% of it for this".replace("%%", "%"),
+    )
     max_retries: int = Field(
         default=0,
         ge=0,

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from tuning.tracking import ParentRun, Tracker
     from tuning.trial import Trainer
 
-__all__ = ["STOP", "Engine", "JobContext", "Outcome", "Say", "check_stop"]
+__all__ = ["STOP", "Engine", "JobContext", "Outcome", "Ranked", "Say", "check_stop"]
 
 Say = Callable[[str], None]
 
@@ -88,6 +88,23 @@ class Outcome:
     best_run_id: str = ""
 
 
+@dataclasses.dataclass
+class Ranked:
+    """One of the best trials so far, as the job's re-check needs it.
+
+    Attributes:
+        number: The trial's number.
+        value: Its objective value.
+        params: Its hyperparameters, fixed values included.
+        run_id: Its MLflow run (``""`` when unknown).
+    """
+
+    number: int
+    value: float
+    params: dict[str, object]
+    run_id: str = ""
+
+
 class Engine(abc.ABC):
     """A search engine: opens or resumes its search, runs trials, reports where it stands.
 
@@ -136,6 +153,11 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def outcome(self) -> Outcome:
         """Trial counts and the best trial so far, over every job of this search."""
+
+    def ranked(self, k: int) -> list[Ranked]:
+        """The ``k`` best complete trials so far, best first (optional hook; the job's
+        ``study.recheck_top`` re-trains them; an engine returning none is not re-checked)."""
+        return []
 
     def reports(self, out_dir: Path) -> list[Path]:
         """Files for the parent run (tables, plots), written into ``out_dir`` (optional hook)."""

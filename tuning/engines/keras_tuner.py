@@ -20,7 +20,7 @@ from pathlib import Path
 import keras_tuner as kt
 
 from tuning.config import Experiment
-from tuning.engines.base import Engine, JobContext, Outcome, check_stop
+from tuning.engines.base import Engine, JobContext, Outcome, Ranked, check_stop
 from tuning.errors import TrialFailed
 
 __all__ = ["KT_DIRECTORY", "KerasTunerEngine"]
@@ -144,6 +144,21 @@ class KerasTunerEngine(Engine):
                 f"trial {number:>3} {state:<8} {shown} epochs={epochs} "
                 f"{time.perf_counter() - started:.1f}s"
             )
+
+    def ranked(self, k: int) -> list[Ranked]:
+        if self.tuner is None:
+            return []
+        space = self.ctx.exp.space
+        return [
+            Ranked(
+                int(t.trial_id),
+                float(t.score),
+                dict(space.to_keras_tuner(t.hyperparameters.copy())),
+                self.run_ids.get(int(t.trial_id), ""),
+            )
+            for t in self.tuner.oracle.get_best_trials(k)
+            if t.score is not None
+        ]
 
     def outcome(self) -> Outcome:
         tuner = self.tuner

@@ -19,10 +19,10 @@ import optuna
 
 from tuning import backend, process, report, storage
 from tuning.config import Experiment, PrunerConfig, SamplerConfig, redact
-from tuning.engines.base import Engine, JobContext, Outcome, check_stop
-from tuning.errors import ConfigError, TrialFailed
+from tuning.engines.base import Engine, JobContext, Outcome, Ranked, check_stop
+from tuning.errors import ConfigError, StopTraining, TrialFailed
 from tuning.tracking import TrialRun
-from tuning.train import EpochHook, StopTraining
+from tuning.train import EpochHook
 from tuning.trial import Params, is_finite
 
 __all__ = ["OptunaEngine", "make_pruner", "make_sampler", "open_study"]
@@ -88,6 +88,19 @@ def open_study(exp: Experiment) -> optuna.Study:
     worker = int(os.environ.get("TUNING_WORKER", "0") or 0)
     study.sampler = make_sampler(exp.study.sampler, seed=base + len(study.trials) + 7919 * worker)
     return study
+
+
+def _params(trial: optuna.trial.FrozenTrial) -> dict[str, object]:
+    """A trial's hyperparameters with the fixed values of its space (kept as user attrs)."""
+    params: dict[str, object] = {**trial.params}
+    params.update(
+        {
+            k.removeprefix("fixed."): v
+            for k, v in trial.user_attrs.items()
+            if k.startswith("fixed.")
+        }
+    )
+    return params
 
 
 class OptunaEngine(Engine):
@@ -245,22 +258,27 @@ class OptunaEngine(Engine):
             best = study.best_trial
         except ValueError:
             return Outcome(counts=counts, added=added)
-        params: dict[str, object] = {**best.params}
-        params.update(
-            {
-                k.removeprefix("fixed."): v
-                for k, v in best.user_attrs.items()
-                if k.startswith("fixed.")
-            }
-        )
         return Outcome(
             counts=counts,
             added=added,
             best_trial=best.number,
             best_value=best.value,
-            best_params=params,
+            best_params=_params(best),
             best_run_id=str(best.user_attrs.get("mlflow_run_id", "")),
         )
+
+    def ranked(self, k: int) -> list[Ranked]:
+        if self.study is None:
+            return []
+        done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        minimize = self.study.direction == optuna.study.StudyDirection.MINIMIZE
+        done = sorted(done, key=lambda t: t.value if minimize else -t.value)  # type: ignore[operator]
+        return [
+            Ranked(
+                t.number, float(t.value), _params(t), str(t.user_attrs.get("mlflow_run_id", ""))
+            )  # type: ignore[arg-type]
+            for t in done[:k]
+        ]
 
     def reports(self, out_dir: Path) -> list[Path]:
         if self.study is None:

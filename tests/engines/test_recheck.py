@@ -1,0 +1,71 @@
+"""Before a job names its best model, its top trials are trained again from other weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tuning.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("engine", ["optuna", "keras_tuner"])
+def test_top_trials_are_rechecked_and_ranked_by_the_mean(
+    make_experiment, workdir: Path, engine: str
+) -> None:
+    exp = make_experiment(
+        "recheck", study__n_trials=3, study__recheck_top=2, training__max_epochs=3
+    )
+    result = runner.invoke(app, ["run", str(exp), "--set", f"study.engine={engine}"])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.startswith("recheck ("))
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp_id = client.get_experiment_by_name("recheck").experiment_id
+    runs = client.search_runs([exp_id], max_results=100)
+    parent = next(r for r in runs if r.data.tags.get("tuning.role") == "job")
+    trials = {
+        r.data.tags["trial_number"]: r for r in runs if r.data.tags.get("tuning.role") == "trial"
+    }
+    rechecks = [r for r in runs if r.data.tags.get("tuning.role") == "recheck"]
+    assert len(trials) == 3 and len(rechecks) == 2
+    for r in rechecks:  # each re-run sits under its trial's run, from other initial weights
+        number = r.data.tags["trial_number"]
+        assert r.info.run_name == f"trial-{number}-recheck-1"
+        assert r.data.tags["mlflow.parentRunId"] == trials[number].info.run_id
+        assert r.info.status == "FINISHED" and r.data.tags["state"] == "complete"
+        assert "objective" in r.data.metrics and r.data.tags["seed"]
+    table = json.loads(
+        Path(mlflow.artifacts.download_artifacts(
+            run_id=parent.info.run_id, artifact_path="recheck.json",
+            tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
+        )).read_text()
+    )  # fmt: skip
+    assert len(table) == 2
+    for row in table:
+        assert row["mean"] == pytest.approx((row["first"] + row["value"]) / 2)
+    winner = max(table, key=lambda row: row["mean"])
+    assert parent.data.tags["best_by_mean"] == str(winner["number"])
+    assert parent.data.tags["model_trial"] == str(winner["number"])  # the job's best model
+    assert f"best by mean: trial {winner['number']}" in line
+
+
+def test_recheck_off_and_fewer_than_two_trials(make_experiment, workdir: Path) -> None:
+    exp = make_experiment("off", study__n_trials=2, study__recheck_top=0)
+    assert runner.invoke(app, ["run", str(exp)]).exit_code == 0
+    one = make_experiment("one", study__n_trials=1, study__recheck_top=3)
+    result = runner.invoke(app, ["run", str(one)])
+    assert result.exit_code == 0 and "recheck (" not in result.stdout
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    for name in ("off", "one"):
+        exp_id = client.get_experiment_by_name(name).experiment_id
+        runs = client.search_runs([exp_id], filter_string="tags.`tuning.role` = 'recheck'")
+        assert runs == []
+    assert len(optuna.load_study(study_name="one", storage="sqlite:///optuna.db").trials) == 1

@@ -94,6 +94,7 @@ def write_experiment(
             ),
             "n_trials": trials,
             "seed": 0,
+            "recheck_top": 0,  # per-trial overhead is measured here, not the job's last step
         },
         "training": {
             "max_epochs": epochs,
@@ -129,7 +130,12 @@ class StandInModel:
 
 
 def synthetic_build(
-    self: Any, params: dict[str, Any], *, number: int, max_epochs: int
+    self: Any,
+    params: dict[str, Any],
+    *,
+    number: int,
+    max_epochs: int,
+    seed: int | None = None,
 ) -> StandInModel:
     """Stand-in for ``Trainer.build``."""
     return StandInModel(params)

@@ -33,9 +33,10 @@ from tuning.tracking import Champion, ParentRun, Tracker
 
 __all__ = ["JobResult", "open_parent", "prepare_stores", "recheck", "run_job", "validate_job"]
 
-# The share of a time budget the search leaves to the re-check of its top trials, and the
-# offset that gives a re-run other initial weights than its trial's.
-RECHECK_SHARE = 0.15
+# The share of a time budget the search leaves to the re-check of its top trials (which trains
+# them further than the search's 1/min_configs slices), and the offset that gives a re-run other
+# initial weights than its trial's.
+RECHECK_SHARE = 0.3
 RECHECK_SEED = 104_729
 
 
@@ -183,7 +184,7 @@ def run_job(
     # The time budget counts from the start of the job, and it is a deadline: no trial starts
     # after it, and the trial in flight stops at its next epoch end.
     deadline = t0 + exp.study.timeout if exp.study.timeout else None
-    # With a re-check, the search leaves the last 15 % of the budget to it.
+    # With a re-check, the search leaves the last 30 % of the budget to it.
     search_deadline = (
         t0 + exp.study.timeout * (1 - RECHECK_SHARE)
         if exp.study.timeout and exp.study.recheck_top
@@ -261,11 +262,14 @@ def recheck(engine: Engine, ctx: JobContext, *, deadline: float | None) -> list[
     if len(top) < 2:
         return []
     done: list[Rechecked] = []
-    for r in top:
-        if deadline is not None and time.perf_counter() >= deadline:
+    for i, r in enumerate(top):
+        now = time.perf_counter()
+        if deadline is not None and now >= deadline:
             ctx.say(f"recheck: the time budget ended after {len(done)} of {len(top)} trials")
             break
-        done.append(_retrain(ctx, r, deadline=deadline))
+        # With a budget, each re-run gets an equal share of what is left.
+        end = now + (deadline - now) / (len(top) - i) if deadline is not None else None
+        done.append(_retrain(ctx, r, deadline=end))
     if len(done) < 2:
         return done
     trainer = ctx.trainer
@@ -316,7 +320,7 @@ def _retrain(ctx: JobContext, r: Ranked, *, deadline: float | None) -> Rechecked
             check_stop()
             run.log_epoch(epoch, logs)
             if deadline is not None and time.perf_counter() >= deadline:
-                raise StopTraining(f"cut after epoch {epoch + 1} at the job's time budget")
+                raise StopTraining(f"cut after epoch {epoch + 1} at its share of the time budget")
 
         try:
             model = trainer.build(r.params, number=r.number, max_epochs=max_epochs, seed=seed)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ def test_time_budget_cuts_the_trial_in_flight_which_counts_and_the_time_adds_up(
     path = make_experiment(
         study__n_trials=50,
         study__timeout=12,
+        study__min_configs=None,  # the deadline alone cuts the one trial in flight
         training__max_epochs=5000,
         training__early_stopping={"patience": 5000},
     )
@@ -53,3 +54,21 @@ def test_time_budget_cuts_the_trial_in_flight_which_counts_and_the_time_adds_up(
     parts += tm["study_tracking"] + tm["finish"]
     assert abs(parts - result.seconds) < 0.5  # the parts add up to the job
     assert 0 < tm["fraction"] < 1
+
+
+def test_a_budget_buys_at_least_min_configs_configurations(workdir, make_experiment) -> None:
+    path = make_experiment(
+        study__n_trials=50,
+        study__timeout=16,
+        study__min_configs=4,
+        training__max_epochs=5000,
+        training__early_stopping={"patience": 5000},
+    )
+    exp = load_experiment(path)
+    result = run_job(exp, say=lambda _: None)
+    study = optuna.load_study(study_name=exp.study_name, storage=exp.study.storage)
+    # No trial could end by itself: each was cut at its quarter of the search's time, and counts.
+    assert len(study.trials) >= 4
+    cut = [t for t in study.trials if "share of the time budget" in t.user_attrs.get("cut", "")]
+    assert len(cut) >= 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in cut)
+    assert result.best_value == max(t.value for t in study.trials if t.value is not None)

@@ -158,12 +158,19 @@ class StudyConfig(_Model):
         "the study is next opened (null: off)",
     )
 
+    min_configs: int | None = Field(
+        default=10,
+        ge=1,
+        description="with a time budget, each trial trains for at most 1/min_configs of the "
+        "search's time (it then counts with the value it reached), so a job compares at least "
+        "this many configurations; the re-check trains the best further (null: off)",
+    )
     recheck_top: int = Field(
         default=3,
         ge=0,
         description="before the job names its best model, train the top k trials again from "
         "other initial weights and rank them by the mean of both runs (0: off); with a time "
-        "budget, the search keeps the last 15 %% of it for this".replace("%%", "%"),
+        "budget, the search leaves the last 30 % of it to this",
     )
     max_retries: int = Field(
         default=0,

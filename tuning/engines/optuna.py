@@ -112,6 +112,7 @@ class OptunaEngine(Engine):
         super().__init__(ctx)
         self.study: optuna.Study | None = None
         self.numbers: set[int] = set()  # this job's trials (other workers add theirs)
+        self.search_start = 0.0
 
     def open(self) -> str:
         exp, ctx = self.ctx.exp, self.ctx
@@ -141,6 +142,7 @@ class OptunaEngine(Engine):
         assert self.study is not None, "open() first"
         ctx = self.ctx
         deadline = ctx.deadline
+        self.search_start = time.perf_counter()
         self.study.optimize(
             self.objective,
             n_trials=ctx.exp.study.n_trials,
@@ -205,6 +207,7 @@ class OptunaEngine(Engine):
         """The epoch-end hook: log to MLflow, report to Optuna, prune, stop at the deadline."""
         exp, deadline = self.ctx.exp, self.ctx.deadline
         monitor = exp.objective.metric
+        slice_end = self._slice_end()
 
         def report_epoch(epoch: int, logs: Mapping[str, float]) -> None:
             check_stop()
@@ -223,8 +226,22 @@ class OptunaEngine(Engine):
                     f"cut after epoch {epoch + 1} at the job's time budget "
                     f"({exp.study.timeout:g}s)"
                 )
+            if slice_end is not None and time.perf_counter() >= slice_end:
+                raise StopTraining(
+                    f"cut after epoch {epoch + 1} at its share of the time budget "
+                    f"(1/{exp.study.min_configs})"
+                )
 
         return report_epoch
+
+    def _slice_end(self) -> float | None:
+        """When this trial's share of a time budget ends: ``1/min_configs`` of the search's
+        time, so a budgeted job compares at least ``min_configs`` configurations (the pruner
+        and early stopping end many sooner); ``None`` without a budget."""
+        ctx, n = self.ctx, self.ctx.exp.study.min_configs
+        if ctx.deadline is None or not n:
+            return None
+        return time.perf_counter() + (ctx.deadline - self.search_start) / n
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna's trial-end callback: the trial's terminal line, then a requested stop."""

@@ -198,6 +198,7 @@ def run(
 
 def _run_workers(exp: Any, workers: int, args: list[str]) -> int:
     """Validate once, create the stores once, then start the workers (each a `tuning run`)."""
+    from tuning.config import redact
     from tuning.study import prepare_stores, validate_job
     from tuning.workers import run_workers
 
@@ -207,7 +208,9 @@ def _run_workers(exp: Any, workers: int, args: list[str]) -> int:
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         return EXIT_USER_ERROR
-    typer.echo(f"starting {workers} workers on study {exp.study_name!r}")
+    typer.echo(
+        f"starting {workers} workers on study {exp.study_name!r} in {redact(exp.study.storage)}"
+    )
     return run_workers(args, n=workers, say=typer.echo)
 
 

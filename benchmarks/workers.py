@@ -6,7 +6,7 @@ and the workers' own overhead can hold it back. Each configuration is a study st
 Optuna's journal file, PostgreSQL) and an MLflow store (a SQLite file, or a local
 ``mlflow server`` on a SQLite file, started on 127.0.0.1 by this script and stopped after).
 
-How: for every configuration and repetition it writes an experiment (digits, a small search
+How: for every configuration and repetition it writes an experiment (digits, growth.py's search
 space, the random sampler, no pruner, 5 epochs with no early stop, ``log_models: none``) into a
 fresh folder and runs the real command line, ``tuning run EXP --workers N``, through
 ``benchmarks/synthetic_worker.py``: each trial sleeps 0.2 s per epoch (about 1 s a trial) and
@@ -57,15 +57,10 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from growth import SPACE  # noqa: E402  (the same search space as the growth benchmark)
+
 WORKER = HERE / "synthetic_worker.py"
-SPACE: dict[str, Any] = {
-    "n_hidden": {"type": "int", "low": 1, "high": 3},
-    "n_neurons": {"type": "int", "low": 8, "high": 128, "log": True},
-    "activation": {"type": "categorical", "choices": ["relu", "elu"]},
-    "optimizer": {"type": "categorical", "choices": ["adam", "nesterov"]},
-    "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-    "batch_size": 64,
-}
 STUDY = "workers"
 LOCAL = {"sqlite": "sqlite:///optuna.db", "journal": "journal:///optuna.log"}
 STORAGES = (*LOCAL, "postgres")

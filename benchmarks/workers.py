@@ -307,6 +307,13 @@ def rates(spans: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     }
 
 
+def _cpu_busy_s() -> float:
+    """CPU seconds spent by the whole machine (all processes, all cores) since boot."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def one_run(
     folder: Path, *, storage_kind: str, storage: str, tracking_kind: str, n: int,
     trials: int, epoch_s: float,
@@ -325,6 +332,7 @@ def one_run(
         )
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         load0 = os.getloadavg()[0]
+        busy0 = _cpu_busy_s()
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, str(WORKER), "run", str(exp), "--workers", str(n)],
@@ -332,6 +340,7 @@ def one_run(
         )  # fmt: skip
         wall = time.perf_counter() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy = _cpu_busy_s() - busy0
         output = proc.stdout + proc.stderr
         (folder / "output.log").write_text(output)
         lines = output.splitlines()
@@ -345,6 +354,8 @@ def one_run(
             "exit_code": proc.returncode,
             "wall_s": wall,
             "cpu_s": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
+            "machine_cpu_s": busy,
+            "cores": os.cpu_count(),
             "loadavg_1m_before": load0,
             "loadavg_1m_after": os.getloadavg()[0],
             "locked_lines": sum("database is locked" in ln for ln in lines),
@@ -355,6 +366,10 @@ def one_run(
         record.update(check_stores(exp, n=n, trials=trials, uri=uri))
     record.update(rates(record["spans"], wall))
     record["cpu_s_per_trial"] = record["cpu_s"] / max(record["optuna_trials"], 1)
+    # CPU the rest of the machine took meanwhile (other users; the MLflow server is counted here
+    # too), as a share of all cores: the noise to read the trial rates against.
+    others = max(record["machine_cpu_s"] - record["cpu_s"], 0.0)
+    record["others_cpu_share"] = others / (record["wall_s"] * (record["cores"] or 1))
     return record
 
 
@@ -374,7 +389,8 @@ def table(runs: list[dict[str, Any]]) -> str:
     """Median and range over repetitions, per configuration, as a markdown table."""
     head = (
         "| storage | MLflow | workers | trials/h steady | ×1w | trials/h overall | "
-        "s/trial (median) | CPU s/trial | dup/lost (Optuna, MLflow) | locked | exit |"
+        "s/trial (median) | CPU s/trial | others' CPU | dup/lost (Optuna, MLflow) | locked | "
+        "exit |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
@@ -393,6 +409,7 @@ def table(runs: list[dict[str, Any]]) -> str:
             f"{_median_range([r['overall_trials_per_hour'] for r in rs])} | "
             f"{statistics.median(r['trial_seconds_median'] for r in rs):.2f} | "
             f"{statistics.median(r['cpu_s_per_trial'] for r in rs):.2f} | "
+            f"{100 * statistics.median(r['others_cpu_share'] for r in rs):.0f} % | "
             f"{dup}/{lost} | {sum(r['locked_lines'] for r in rs)} | "
             f"{','.join(str(r['exit_code']) for r in rs)} |"
         )
@@ -419,7 +436,15 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     pg = Postgres() if "postgres" in args.storages else None
     runs: list[dict[str, Any]] = []
-    report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs}
+    commit = subprocess.run(
+        ["git", "-C", str(HERE), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    report: dict[str, Any] = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "commit": commit or None,
+        "cores": os.cpu_count(),
+        "runs": runs,
+    }
     try:
         for rep in range(args.reps):  # repetitions outermost: slow drifts hit every setup alike
             for storage_kind in args.storages:
@@ -445,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"dup {record['optuna_duplicates']}+{record['mlflow_duplicates']}, "
                             f"lost {record['optuna_lost']}+{record['mlflow_lost']}, "
                             f"locked {record['locked_lines']}, exit {record['exit_code']}, "
-                            f"wall {record['wall_s']:.0f}s",
+                            f"wall {record['wall_s']:.0f}s, "
+                            f"others' CPU {100 * record['others_cpu_share']:.0f} %",
                             flush=True,
                         )
     finally:

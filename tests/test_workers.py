@@ -10,7 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import wait_for_trials
+import yaml
+from conftest import ROOT, wait_for_trials
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -46,6 +47,57 @@ def test_two_workers_share_one_study(make_experiment, workdir: Path) -> None:
     for parent in parents:  # each parent records only its own trials as this job's
         assert parent.data.metrics["job_trials"] == 2
         assert parent.data.metrics["n_trials"] >= 2
+
+
+def test_four_synthetic_workers_record_every_trial_once(make_experiment, workdir: Path) -> None:
+    """`tuning run --workers 4` on the default local storage, with trials that only sleep.
+
+    Runs the real command line and `run_workers` through benchmarks/synthetic_worker.py, which
+    puts a stand-in for Keras in every worker (see benchmarks/workers.py for the measurements).
+    """
+    exp = make_experiment(
+        "four",
+        study__n_trials=5,
+        study__sampler={"type": "random"},
+        tracking__log_models="none",  # the stand-in model is no Keras model
+    )
+    data = yaml.safe_load(exp.read_text())
+    del data["study"]["storage"]  # the default, whatever it is
+    exp.write_text(yaml.safe_dump(data))
+    env = {**_env(), "TUNING_SYNTHETIC_EPOCH_S": "0.05"}
+    script = ROOT / "benchmarks" / "synthetic_worker.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "run", str(exp), "--workers", "4"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    assert "database is locked" not in output
+    assert all(f"[worker {i}] " in proc.stdout for i in range(4))
+
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "starting 4 workers on study 'four' in sqlite:///optuna.db", lines[0]
+    first = [line for line in lines if "] study 'four' (" in line]  # each worker's first line
+    assert len(first) == 4 and all("sqlite:///optuna.db" in line for line in first), first
+    study = optuna.load_study(study_name="four", storage="sqlite:///optuna.db")
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.number for t in trials) == list(range(20))  # all there, each number once
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("four").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    children = {int(r.data.tags["trial_number"]): r for r in kids}
+    assert len(parents) == 4 and len(kids) == len(children) == 20  # one child per trial
+    for t in trials:
+        assert children[t.number].info.run_id == t.user_attrs["mlflow_run_id"]
+    per_parent = [
+        sum(r.data.tags["mlflow.parentRunId"] == p.info.run_id for r in children.values())
+        for p in parents
+    ]
+    assert per_parent == [5, 5, 5, 5]
+    assert all(r.info.status == "FINISHED" for r in runs)
 
 
 def test_sigterm_ends_the_trial_killed_and_the_job_130(make_experiment, workdir: Path) -> None:

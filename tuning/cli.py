@@ -227,6 +227,7 @@ def _run_one(exp: Experiment, *, silent: bool) -> JobResult:
 
 def _run_workers(exp: Experiment, workers: int, args: list[str], *, quiet: bool = False) -> int:
     """Validate once, create the stores once, then start the workers (each a `tuning run`)."""
+    from tuning.config import redact
     from tuning.job import prepare_stores, validate_job
     from tuning.workers import run_workers
 
@@ -237,7 +238,8 @@ def _run_workers(exp: Experiment, workers: int, args: list[str], *, quiet: bool 
         typer.echo(f"error: {e}", err=True)
         return EXIT_USER_ERROR
     if not quiet:
-        typer.echo(f"starting {workers} workers on study {exp.study_name!r}")
+        where = redact(exp.study.storage)
+        typer.echo(f"starting {workers} workers on study {exp.study_name!r} in {where}")
     return run_workers(args, n=workers, say=typer.echo)
 
 

@@ -12,6 +12,7 @@ and failing, at once, the RUNNING trials whose process on this host is gone
 from __future__ import annotations
 
 import re
+import sqlite3
 import warnings
 from pathlib import Path
 
@@ -103,6 +104,22 @@ def storage_has_studies(url: str) -> bool:
         engine.dispose()
 
 
+class SharedSQLite(sqlite3.Connection):
+    """A connection to a SQLite study file that several jobs or workers write at once.
+
+    WAL journal: readers do not wait for the writer, and each commit appends to one log file;
+    ``synchronous=NORMAL``: the log is synced at checkpoints, not at every commit (a power cut
+    may undo the last commits, never corrupt the file). Measured with 8 workers on one study:
+    benchmarks/RESULTS.md, "Workers". WAL needs every process on the same machine, as SQLite
+    does anyway.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.execute("PRAGMA journal_mode=WAL")  # kept in the file; cheap once it is set
+        self.execute("PRAGMA synchronous=NORMAL")
+
+
 def open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
     """The experiment's storage, with the heartbeat and retry its settings ask for.
 
@@ -112,7 +129,7 @@ def open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
     url = exp.study.storage
     kwargs: dict[str, object] = {}
     if url.startswith("sqlite"):
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60, "factory": SharedSQLite}}
     hb = exp.study.heartbeat_interval
     try:
         retry = (

@@ -5,6 +5,10 @@ is a plain ``tuning run`` of the same experiment and options (so it opens its ow
 tagged with the study, and adds its own ``n_trials``); Optuna's storage hands out unique trial
 numbers. On a machine with GPUs each worker sees one (``CUDA_VISIBLE_DEVICES``), round robin.
 Signals to this process (Ctrl-C, SIGTERM) are passed on, so every worker ends its runs.
+
+``$TUNING_WORKER_SCRIPT``, when set, is a Python script each worker runs instead of ``-m tuning``
+(with the same arguments): benchmarks and tests use it to put a stand-in trial in every worker
+(``benchmarks/synthetic_worker.py``). Users leave it unset.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["run_workers", "visible_gpus"]
+__all__ = ["WORKER_SCRIPT_ENV", "run_workers", "visible_gpus"]
+
+WORKER_SCRIPT_ENV = "TUNING_WORKER_SCRIPT"
 
 
 def visible_gpus() -> list[str]:
@@ -52,6 +58,8 @@ def run_workers(args: Sequence[str], *, n: int, say: Callable[[str], None] = pri
         0 if every worker succeeded; 130 if any was interrupted; else the first non-zero code.
     """
     gpus = visible_gpus()
+    script = os.environ.get(WORKER_SCRIPT_ENV)
+    entry = [script] if script else ["-m", "tuning"]
     procs: list[subprocess.Popen[str]] = []
     threads = []
     for i in range(n):
@@ -59,7 +67,7 @@ def run_workers(args: Sequence[str], *, n: int, say: Callable[[str], None] = pri
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tuning", "run", *args],
+            [sys.executable, *entry, "run", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -572,10 +572,7 @@ def main() -> int:
     backends = args.backend or ["jax", "tensorflow"]
     # Seed by seed, every contestant in turn: a drift of the machine over the hours touches all.
     runs = [
-        (name, b, seed)
-        for seed in args.seeds
-        for b in backends
-        for name in args.only.split(",")
+        (name, b, seed) for seed in args.seeds for b in backends for name in args.only.split(",")
     ]
     many = len(args.seeds) > 1
     for name, backend, seed in runs:
@@ -629,7 +626,9 @@ def write_summary(
     }
     if not many:  # one seed: the goals of each backend and JAX against TensorFlow
         for backend in backends:
-            mine = {k.partition("@")[0]: v for k, v in results.items() if k.endswith(f"@{backend}")}
+            mine = {
+                k.partition("@")[0]: v for k, v in results.items() if k.endswith(f"@{backend}")
+            }
             summary["goals"][backend] = goals(mine, args.budget)
         summary["goals"]["jax_vs_tensorflow"] = backend_goals(results)
     if args.out:

@@ -13,6 +13,7 @@ in one invocation, on an otherwise idle machine:
   ``keras_integration.py`` plus ``MLflowCallback``): TPE, ``MedianPruner(n_startup_trials=2)``,
   ``KerasPruningCallback``, data loaded and ``clear_session`` in the objective, 10 epochs, the
   validation score of the last epoch returned, an MLflow run per trial in SQLite.
+- ``tool``: this tool as a user runs it: the shipped ``experiments/fashion_mnist.yaml``.
 - ``tool_book``: this tool with the same space (``benchmarks/spaces/book.yaml``).
 - ``tool_stretch``: this tool with the stretch-pants space.
 - ``throughput``: the raw training speed of ``model.fit`` (the book's 300-100 MLP), the physical
@@ -34,6 +35,13 @@ Run (about 6 x the budget per backend)::
 Each ``--backend`` (default: jax and tensorflow) runs every contestant again with
 ``KERAS_BACKEND`` set, in the same invocation; results are keyed ``name@backend`` and the goals
 include the ratio of trials per hour and the difference in test accuracy, JAX against TensorFlow.
+
+``--seeds 1 2 3`` runs every contestant once per seed (seed by seed, each contestant in turn)
+and reports, per contestant, the median and range of test accuracy, with issue 14's goals (the
+tool's median >= 0.895, its worst seed above every peer's median)::
+
+    python benchmarks/peers.py --budget 600 --backend jax --seeds 1 2 3 \
+        --only kt_random,optuna_loop,tool --out benchmarks/results/seeds-600.json
 
 ``--smoke`` shrinks everything (a 500-image subset, 2 epochs) to check the harness in seconds.
 """

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
 from tuning.data import Dataset
 from tuning.errors import StopTraining, TrialFailed
@@ -90,6 +91,23 @@ def validation_batch_size(n_rows: int) -> int:
         return max(n_rows, 1)
     parts = -(-n_rows // MAX_VALIDATION_BATCH)
     return -(-n_rows // parts)
+
+
+def full_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train rows padded with a few random repeats so that every batch of an epoch is full.
+
+    A last, smaller batch is a second input shape, and each shape costs its own compiled train
+    step (JAX and TensorFlow's XLA alike: ~0.5 s a model on 2 cores, measured). Keras has no
+    ``drop_remainder`` for arrays; repeating ``batch_size - n % batch_size`` random rows (fewer
+    than one batch; drawn from NumPy's seeded global generator, so each trial repeats other rows)
+    keeps every row in every epoch. Fewer rows than one batch stay as they are: one batch.
+    """
+    n = len(x)
+    missing = -n % batch_size
+    if n <= batch_size or missing == 0:
+        return x, y
+    extra = np.random.choice(n, size=missing, replace=False)
+    return np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
 
 
 def best_of(hist: Mapping[str, list[float]], *, monitor: str, direction: str) -> tuple[float, int]:
@@ -176,9 +194,10 @@ def fit(
     if hook is not None:
         callbacks.append(hook)  # last: EarlyStopping has seen each epoch before the hook
     start = time.perf_counter()
+    x_train, y_train = full_batches(data.x_train, data.y_train, batch_size)
     history = model.fit(
-        data.x_train,
-        data.y_train,
+        x_train,
+        y_train,
         validation_data=(data.x_valid, data.y_valid),
         batch_size=batch_size,
         validation_batch_size=validation_batch_size(len(data.x_valid)),

@@ -168,19 +168,38 @@ def _native_stderr_held() -> Iterator[None]:
 
 
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow (where installed) without its start-up lines on stderr.
+    """On TensorFlow: import it without its start-up lines on stderr. Elsewhere: keep it out.
 
-    TensorFlow 2.21 writes its oneDNN and "no CUDA driver" notices through Abseil before its
-    logging is set up, so ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them. Keras imports TensorFlow on
-    every backend where it is installed (``keras.utils.set_random_seed``, saving), so importing it
-    here costs nothing extra. A user who set ``TF_CPP_MIN_LOG_LEVEL`` below 3 still sees them.
+    On the TensorFlow backend: TensorFlow 2.21 writes its oneDNN and "no CUDA driver" notices
+    through Abseil before its logging is set up, so ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them;
+    they are held and shown only if the import fails. A user who set ``TF_CPP_MIN_LOG_LEVEL``
+    below 3 still sees them.
+
+    On JAX and torch, Keras imports TensorFlow only because it is installed: to seed it
+    (``keras.utils.set_random_seed``) and to recognize its objects when saving a model. Neither
+    concerns arrays-in, arrays-out MLPs, and the import costs 4-6 s and 460 MB in every job and
+    worker (measured; ``benchmarks/RESULTS.md``). Keras is told TensorFlow is absent, so it stays
+    unloaded; code that names ``tensorflow`` itself still imports it.
     """
+    chosen = current() or os.environ.get("KERAS_BACKEND", "tensorflow")
+    if chosen != "tensorflow":
+        _keras_without_tensorflow()
+        return
     if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
         return
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "3":
         return
     with _native_stderr_held():
         import tensorflow  # noqa: F401
+
+
+def _keras_without_tensorflow() -> None:
+    """Mark Keras's lazy ``tensorflow`` module as not installed (unless TensorFlow is loaded)."""
+    if "tensorflow" in sys.modules:
+        return
+    from keras.src.utils import module_utils
+
+    module_utils.tensorflow._available = False  # what Keras records when the import fails
 
 
 def configure() -> dict[str, str]:

@@ -59,7 +59,7 @@ def test_time_budget_cuts_the_trial_in_flight_which_counts_and_the_time_adds_up(
 def test_a_budget_buys_at_least_min_configs_configurations(workdir, make_experiment) -> None:
     path = make_experiment(
         study__n_trials=50,
-        study__timeout=16,
+        study__timeout=24,  # slices of 4.2 s: room for a slow first compile
         study__min_configs=4,
         training__max_epochs=5000,
         training__early_stopping={"patience": 5000},

@@ -524,7 +524,7 @@ def goals(results: dict[str, Any], budget: float) -> dict[str, Any]:
     """The issue's goals, as ratios measured in this run (keys without ``@backend``)."""
     ok = {k: v for k, v in results.items() if isinstance(v, dict) and "error" not in v}
     out: dict[str, Any] = {}
-    peers = [ok[k] for k in ("kt_random", "kt_hyperband", "optuna_loop") if k in ok]
+    peers = [ok[k] for k in PEERS if k in ok]
     tools = {k: ok[k] for k in ("tool", "tool_book", "tool_stretch") if k in ok}
     if peers and tools:
         best_peer = max((p["test_accuracy"] or 0.0) for p in peers)
@@ -645,14 +645,20 @@ def write_summary(
     return summary
 
 
+def median_or_none(values: list[Any]) -> float | None:
+    """The median of the values that are not ``None`` (a contestant that failed has none)."""
+    import statistics
+
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
 def over_seeds(results: dict[str, Any]) -> dict[str, Any]:
     """Per contestant@backend: test accuracy over the seeds (median, range), and issue 14's goals.
 
     Goals, for each backend: the tool's median test accuracy >= 0.895, and its worst seed above
     every peer's median.
     """
-    import statistics
-
     groups: dict[str, dict[int, dict[str, Any]]] = {}
     for key, r in results.items():
         name, _, seed = key.partition("#")
@@ -666,13 +672,12 @@ def over_seeds(results: dict[str, Any]) -> dict[str, Any]:
         configs = [r["finished"] + r["pruned"] for r in by_seed.values() if "error" not in r]
         out[name] = {
             "test_accuracy_by_seed": tests,
-            "median": statistics.median(vals) if vals else None,
+            "median": median_or_none(vals),
             "min": min(vals) if vals else None,
             "max": max(vals) if vals else None,
-            "configurations_median": statistics.median(configs) if configs else None,
-            "best_val_accuracy_median": statistics.median(
-                [r["best_val_accuracy"] for r in by_seed.values() if r.get("best_val_accuracy")]
-                or [0.0]
+            "configurations_median": median_or_none(configs),
+            "best_val_accuracy_median": median_or_none(
+                [r.get("best_val_accuracy") for r in by_seed.values()]
             ),
         }
     goals: dict[str, Any] = {}

@@ -19,6 +19,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import yaml
@@ -31,6 +32,10 @@ from tuning.errors import ConfigError, StopTraining, TrackingLost, TrialFailed
 from tuning.storage import check_study_storage, open_storage
 from tuning.tracking import Champion, ParentRun, Tracker
 
+if TYPE_CHECKING:
+    from tuning import ensemble
+    from tuning.trial import Trainer
+
 __all__ = ["JobResult", "open_parent", "prepare_stores", "recheck", "run_job", "validate_job"]
 
 # The share of a time budget the search leaves to the re-check of its top trials (which trains
@@ -38,6 +43,8 @@ __all__ = ["JobResult", "open_parent", "prepare_stores", "recheck", "run_job", "
 # initial weights than its trial's.
 RECHECK_SHARE = 0.3
 RECHECK_SEED = 104_729
+# At most this many re-runs of each top trial: later rounds run only on time the first left.
+RECHECK_ROUNDS = 3
 
 
 @dataclasses.dataclass
@@ -58,6 +65,8 @@ class JobResult:
     status: str
     champion: Champion | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    # With an ensemble as the job's model: the best member alone, on test (for the record).
+    single_test_scores: dict[str, float] = dataclasses.field(default_factory=dict)
     test_scores: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
@@ -201,7 +210,7 @@ def run_job(
         timings["setup"] = time.perf_counter() - t0
         try:
             engine.search()
-            recheck(engine, ctx, deadline=deadline)
+            settle_model(ctx, recheck(engine, ctx, deadline=deadline))
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -248,71 +257,94 @@ def _say_opened(ctx: JobContext, described: str) -> None:
 
 def recheck(engine: Engine, ctx: JobContext, *, deadline: float | None) -> list[Rechecked]:
     """Train the search's top ``study.recheck_top`` trials again from other initial weights,
-    rank them by the mean of both runs, and make the winner this job's best model.
+    rank them by the mean of all their runs, and make the winner this job's best model.
 
     One score per configuration is one draw of the noise in its training (~0.01 accuracy on
     Fashion-MNIST between seeds): the top trial is often the luckiest, not the best. Each
-    re-run is an MLflow run ``trial-<n>-recheck-1`` nested under its trial's run; the parent
-    run gets ``recheck.json`` and the tag ``best_by_mean``. The winner's model is the better
-    of its two runs where this job kept the first, else the re-run. Nothing happens with
-    fewer than two complete trials, and the re-runs stop at ``deadline``.
+    re-run is an MLflow run ``trial-<n>-recheck-<round>`` nested under its trial's run; the
+    parent run gets ``recheck.json`` and the tag ``best_by_mean``. With a time budget, each
+    re-run gets an equal share of what is left, and while a whole round's time is left after a
+    round (the re-runs stopped early), another round runs, up to ``RECHECK_ROUNDS``, rather
+    than leave the budget unspent. Nothing happens with fewer than two complete trials, and
+    the re-runs stop at ``deadline``. :func:`settle_model` then picks the model.
     """
     k = ctx.exp.study.recheck_top
     top = engine.ranked(k) if k else []
     if len(top) < 2:
         return []
-    done: list[Rechecked] = []
-    for i, r in enumerate(top):
-        now = time.perf_counter()
-        if deadline is not None and now >= deadline:
-            ctx.say(f"recheck: the time budget ended after {len(done)} of {len(top)} trials")
+    done = {r.number: Rechecked(r.number, r.value) for r in top}
+    last_round = 0.0
+    for round_ in range(1, RECHECK_ROUNDS + 1):
+        started = time.perf_counter()
+        if round_ > 1 and (deadline is None or deadline - started < last_round):
             break
-        # With a budget, each re-run gets an equal share of what is left.
-        end = now + (deadline - now) / (len(top) - i) if deadline is not None else None
-        done.append(_retrain(ctx, r, deadline=end))
-    if len(done) < 2:
-        return done
+        for i, r in enumerate(top):
+            now = time.perf_counter()
+            if deadline is not None and now >= deadline:
+                if round_ == 1:
+                    ctx.say(f"recheck: the time budget ended after {i} of {len(top)} trials")
+                break
+            # With a budget, each re-run gets an equal share of what is left.
+            end = now + (deadline - now) / (len(top) - i) if deadline is not None else None
+            done[r.number].add(*_retrain(ctx, r, round_, deadline=end))
+        else:
+            last_round = time.perf_counter() - started
+            continue
+        break
+    checked = [c for c in done.values() if c.values]
+    if len(checked) < 2:
+        return checked
     trainer = ctx.trainer
-    winner = done[0]
-    for c in done[1:]:
+    winner = checked[0]
+    for c in checked[1:]:
         if c.mean is not None and (winner.mean is None or trainer.better(c.mean, winner.mean)):
             winner = c
-    if winner.mean is not None and winner.path is not None and winner.value is not None:
-        kept_first = trainer.best_trial == winner.number and trainer.best_value is not None
-        if not (kept_first and not trainer.better(winner.value, trainer.best_value)):
-            trainer.adopt(winner.path, winner.value, winner.number)
-    table = [dataclasses.asdict(c) | {"path": None} for c in done]
+    table = [dataclasses.asdict(c) | {"paths": None} for c in checked]
     ctx.parent.log_text(json.dumps(table, indent=2), "recheck.json")
     ctx.parent.set_tags({"best_by_mean": winner.number})
     metric = ctx.exp.objective.metric
-    shown = ", ".join(
-        f"#{c.number} {c.first:.4f}/{'-' if c.value is None else f'{c.value:.4f}'}" for c in done
-    )
-    ctx.say(f"recheck ({metric}, first/second run): {shown}; best by mean: trial {winner.number}")
-    return done
+    shown = ", ".join(f"#{c.number} {c.first:.4f}/{c.shown()}" for c in checked)
+    ctx.say(f"recheck ({metric}, first/re-runs): {shown}; best by mean: trial {winner.number}")
+    checked.sort(key=lambda c: c is not winner)  # the winner first, then the search's order
+    return checked
 
 
 @dataclasses.dataclass
 class Rechecked:
-    """One top trial trained again: its first value, the re-run's, their mean, the model."""
+    """One top trial and its re-runs: its first value, the re-runs' values, their mean."""
 
     number: int
     first: float
-    value: float | None
-    mean: float | None
-    seed: int
-    path: Path | None
+    values: list[float | None] = dataclasses.field(default_factory=list)
+    seeds: list[int] = dataclasses.field(default_factory=list)
+    paths: list[Path | None] = dataclasses.field(default_factory=list)
+    mean: float | None = None
+
+    def add(self, value: float | None, seed: int, path: Path | None) -> None:
+        """One more re-run; a diverged one (``None``) ranks the configuration last."""
+        self.values.append(value)
+        self.seeds.append(seed)
+        self.paths.append(path)
+        finite = [v for v in self.values if v is not None]
+        self.mean = (
+            (self.first + sum(finite)) / (1 + len(finite)) if len(finite) == len(self.values)
+            else None
+        )  # fmt: skip
+
+    def shown(self) -> str:
+        return ",".join("-" if v is None else f"{v:.4f}" for v in self.values)
 
 
-def _retrain(ctx: JobContext, r: Ranked, *, deadline: float | None) -> Rechecked:
+def _retrain(
+    ctx: JobContext, r: Ranked, round_: int, *, deadline: float | None
+) -> tuple[float | None, int, Path | None]:
     """Train ``r``'s configuration from other initial weights, logged under its trial's run."""
     exp, trainer = ctx.exp, ctx.trainer
-    seed = exp.study.seed + r.number + RECHECK_SEED
+    seed = exp.study.seed + r.number + RECHECK_SEED * round_
     max_epochs = exp.training.max_epochs
     logged = trainer.logged_params(r.params)  # type: ignore[arg-type]
-    value, path = None, None
     with ctx.tracker.trial_run(
-        ctx.parent, number=r.number, params=logged, recheck=(1, r.run_id)
+        ctx.parent, number=r.number, params=logged, recheck=(round_, r.run_id)
     ) as run:
         run.set_tags({"seed": seed})
 
@@ -327,14 +359,91 @@ def _retrain(ctx: JobContext, r: Ranked, *, deadline: float | None) -> Rechecked
             result = trainer.train(model, r.params, max_epochs=max_epochs, on_epoch=on_epoch)  # type: ignore[arg-type]
         except TrialFailed as e:  # this seed diverged: the configuration ranks last
             run.set_tags({"reason": str(e)})
-            return Rechecked(r.number, r.value, None, None, seed, None)
-        value = result.value
-        path = Path(trainer.tmp.name) / f"recheck-{r.number}.keras"
+            return None, seed, None
+        path = Path(trainer.tmp.name) / f"recheck-{r.number}-{round_}.keras"
         model.save(path)
         run.log_metrics(
-            {"objective": value, "best_epoch": result.best_epoch, "epochs_trained": run.epochs}
+            {
+                "objective": result.value,
+                "best_epoch": result.best_epoch,
+                "epochs_trained": run.epochs,
+            }
         )
-    return Rechecked(r.number, r.value, value, (r.value + value) / 2, seed, path)
+    return result.value, seed, path
+
+
+# -- the job's model: the best by the re-check, or an ensemble -----------------------------
+
+
+def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
+    """Make the job's model the re-check's winner (its best run), or, with
+    ``study.ensemble_top`` of 2 or more, the average of the best members where it scores
+    better on the validation rows than the best alone.
+
+    Members, in order: the re-checked configurations by mean (each one's runs by value), then
+    the search's other kept models by value; an ensemble takes the first n of them.
+    """
+    from tuning import ensemble  # imports Keras: only once the job chose the backend
+
+    trainer, exp = ctx.trainer, ctx.exp
+    members = _members(trainer, checked)
+    if not members:
+        return
+    first = members[0]
+    trainer.adopt(first.path, first.value, first.number)
+    top = exp.study.ensemble_top
+    if top < 2 or len(members) < 2 or exp.tracking.log_models == "none":
+        return
+    started = time.perf_counter()
+    settings = {"loss": exp.training.loss, "output_activation": exp.training.output_activation}
+    choice = ensemble.choose(
+        members, data=ctx.data, metric=exp.objective.metric,
+        direction=exp.objective.direction, top=top, **settings,
+    )  # fmt: skip
+    labels = [m.label for m in choice.members]
+    shown = ", ".join(f"{s:.4f}" for s in choice.scores)
+    table = {
+        "members": [dataclasses.asdict(m) | {"path": None} for m in members[: len(choice.scores)]],
+        "scores": choice.scores,
+        "chosen": labels,
+    }
+    ctx.parent.log_text(json.dumps(table, indent=2), "ensemble.json")
+    metric = exp.objective.metric
+    if len(choice.members) == 1:
+        ctx.say(f"ensemble: the best alone scores best ({metric} of the top 1..n: {shown})")
+        return
+    model = ensemble.average([m.path for m in choice.members], data=ctx.data, **settings)
+    path = Path(trainer.tmp.name) / "ensemble.keras"
+    model.save(path)
+    trainer.adopt(path, choice.value, first.number)
+    trainer.single = first
+    trainer.members = labels
+    ctx.say(
+        f"ensemble: {len(labels)} models ({', '.join('#' + x for x in labels)}) score {metric} "
+        f"{choice.value:.4f} together (top 1..n: {shown}) in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _members(trainer: Trainer, checked: list[Rechecked]) -> list[ensemble.Member]:
+    from tuning import ensemble  # imports Keras: only once the job chose the backend
+
+    def by_value(ms: list[ensemble.Member]) -> list[ensemble.Member]:
+        return sorted(ms, key=lambda m: -m.value if trainer.maximize else m.value)
+
+    kept = {k.number: k for k in trainer.kept}
+    members: list[ensemble.Member] = []
+    for c in checked:
+        runs = [
+            ensemble.Member(f"{c.number}r{i}", c.number, v, p)
+            for i, (v, p) in enumerate(zip(c.values, c.paths, strict=True), start=1)
+            if v is not None and p is not None
+        ]
+        k = kept.pop(c.number, None)
+        if k is not None:
+            runs.append(ensemble.Member(str(c.number), c.number, k.value, k.path))
+        members += by_value(runs)
+    rest = [ensemble.Member(str(k.number), k.number, k.value, k.path) for k in kept.values()]
+    return members + by_value(rest)
 
 
 # -- finishing a job: the steps, in order --------------------------------------------------
@@ -384,6 +493,7 @@ def _finish(
         champion=champion,
         timings=breakdown,
         test_scores=test_scores(metrics),
+        single_test_scores=test_scores(metrics, "single_test_"),
     )
     for line in summary_lines(engine, ctx, result, outcome, report_table=report_table):
         ctx.say(line)
@@ -478,12 +588,13 @@ def time_breakdown(
     }
 
 
-def test_scores(metrics: dict[str, float | None]) -> dict[str, float]:
-    """The job's best model's scores on the test split (``test_*`` metrics), loss left out."""
+def test_scores(metrics: dict[str, float | None], prefix: str = "test_") -> dict[str, float]:
+    """The job's best model's scores on the test split (``test_*`` metrics), loss left out;
+    ``prefix="single_test_"``: the best alone beside an ensemble."""
     return {
-        k: float(v)
+        k.removeprefix("single_"): float(v)
         for k, v in metrics.items()
-        if k.startswith("test_") and k != "test_loss" and v is not None
+        if k.startswith(prefix) and k != f"{prefix}loss" and v is not None
     }
 
 
@@ -518,15 +629,23 @@ def best_lines(ctx: JobContext, result: JobResult) -> list[str]:
     shown = ", ".join(f"{k}={v:.4f}" for k, v in result.test_scores.items())
     lines = []
     if result.best_trial is not None and result.best_value is not None:
-        test = f" {shown}" if shown and result.best_trial == trainer.best_trial else ""
+        same = result.best_trial == trainer.best_trial and not trainer.members
+        test = f" {shown}" if shown and same else ""
         lines.append(
             f"best: trial {result.best_trial} {metric}={result.best_value:.4f}{test} "
             f"{result.best_params}"
         )
     if result.model_uri:
         value = f"{metric}={trainer.best_value:.4f}" if trainer.best_value is not None else ""
+        what = f"trial {trainer.best_trial}"
+        if trainer.members:
+            alone = ", ".join(f"{k}={v:.4f}" for k, v in result.single_test_scores.items())
+            what = (
+                f"an average of {len(trainer.members)}: "
+                f"{', '.join('#' + m for m in trainer.members)}; the best alone: {alone}"
+            )
         lines.append(
-            f"this job's best model (trial {trainer.best_trial}): "
+            f"this job's best model ({what}): "
             f"{', '.join(x for x in (value, shown) if x)}; {result.model_uri}"
         )
     return lines

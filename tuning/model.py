@@ -21,7 +21,7 @@ from tuning.config.params import PER_LAYER_PREFIX, resolve
 from tuning.data import Dataset
 from tuning.data.encoding import TabularEncoder
 
-__all__ = ["METRICS", "build_model", "layer_widths", "make_optimizer"]
+__all__ = ["METRICS", "build_model", "compile_for_task", "layer_widths", "make_optimizer"]
 
 # Metrics compiled per task, as named in the Keras logs (plus loss; val_ for validation).
 METRICS: dict[str, tuple[str, ...]] = {
@@ -185,6 +185,16 @@ def _head(data: Dataset, *, loss: str, output_activation: str) -> tuple[Any, Any
         keras.metrics.MeanAbsoluteError(name="mae"),
     ]
     return dense, losses[loss], metrics
+
+
+def compile_for_task(
+    model: keras.Model, data: Dataset, *, loss: str = "auto", output_activation: str = "auto"
+) -> keras.Model:
+    """Compile ``model`` (not trained here: an ensemble, a scorer) with the task's loss and
+    metrics, as :func:`build_model` compiles an MLP; returns it."""
+    _, loss_fn, metrics = _head(data, loss=loss, output_activation=output_activation)
+    model.compile(loss=loss_fn, metrics=metrics)
+    return model
 
 
 def build_model(

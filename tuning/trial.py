@@ -9,11 +9,13 @@ that model scored on the test split and logged on the parent run. It works in pl
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -22,12 +24,12 @@ import pandas as pd
 from tuning import backend, train
 from tuning.config import Experiment
 from tuning.data import Dataset
-from tuning.data.encoding import CUSTOM_OBJECTS, decode
-from tuning.model import build_model
+from tuning.data.encoding import decode, load_keras
+from tuning.model import build_model, compile_for_task
 from tuning.tracking import ParentRun
 from tuning.train import EpochHook, FitResult
 
-__all__ = ["ParamValue", "Params", "Trainer", "compile_seconds", "is_finite"]
+__all__ = ["Kept", "ParamValue", "Params", "Trainer", "compile_seconds", "is_finite"]
 
 ParamValue = bool | int | float | str | None
 Params = Mapping[str, ParamValue]
@@ -63,6 +65,15 @@ def compile_seconds(fit_start: float, hooks: list[tuple[float, float]]) -> float
     return max(durations[0] - rest[len(rest) // 2], 0.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class Kept:
+    """One of the search's best models, saved: its objective value, its trial, its file."""
+
+    value: float
+    number: int
+    path: Path
+
+
 class Trainer:
     """Builds and trains each trial's model and keeps the job's best one.
 
@@ -84,6 +95,13 @@ class Trainer:
         self.best_value: float | None = None
         self.best_trial: int | None = None
         self.best_model_path = Path(self.tmp.name) / "best.keras"
+        # The search's best models (best first): one, or study.ensemble_top for an ensemble.
+        self.kept: list[Kept] = []
+        self.keep_n = max(exp.study.ensemble_top, 1)
+        # With an ensemble as the job's model: the best alone (scored on test beside it) and
+        # the members' labels ("7", "7r1": trial 7 and its first re-run).
+        self.single: Any = None
+        self.members: list[str] = []
         self.trials_run = 0
         self.timings: dict[str, float] = {"build": 0.0, "fit": 0.0, "hooks": 0.0, "compile": 0.0}
         self.histories: dict[int, dict[str, list[float]]] = {}
@@ -156,18 +174,29 @@ class Trainer:
             self.timings["compile"] += compile_seconds(fit_start, hooks)
 
     def keep_if_best(self, model: keras.Model, value: float, number: int) -> None:
-        """Save ``model`` as the job's best when it beats the best so far."""
+        """Save ``model`` when it is among the job's ``keep_n`` best so far (the best of them
+        is the job's best model)."""
         if self.exp.tracking.log_models == "none":
             return
+        if len(self.kept) >= self.keep_n and not self.better(value, self.kept[-1].value):
+            return
+        path = Path(self.tmp.name) / f"trial-{number}.keras"
+        model.save(path)
+        self.kept.append(Kept(value, number, path))
+        self.kept.sort(key=lambda k: -k.value if self.maximize else k.value)
+        for dropped in self.kept[self.keep_n :]:
+            dropped.path.unlink(missing_ok=True)
+        del self.kept[self.keep_n :]
         if self.better(value, self.best_value):
-            model.save(self.best_model_path)
-            self.best_value, self.best_trial = value, number
+            self.best_value, self.best_trial, self.best_model_path = value, number, path
 
     def adopt(self, path: Path, value: float, number: int) -> None:
-        """Make the model saved at ``path`` the job's best (the re-check's choice)."""
-        if path != self.best_model_path:
-            path.replace(self.best_model_path)
-        self.best_value, self.best_trial = value, number
+        """Make the model saved at ``path`` the job's best (the re-check's, an ensemble)."""
+        self.best_value, self.best_trial, self.best_model_path = value, number, path
+
+    @property
+    def maximize(self) -> bool:
+        return self.exp.objective.direction == "maximize"
 
     def better(self, a: float, b: float | None) -> bool:
         """Whether objective value ``a`` beats ``b`` (``None``: nothing yet)."""
@@ -185,18 +214,32 @@ class Trainer:
         Adds ``test_<metric>`` and ``job_best_value`` to ``metrics``; returns the model's URI.
         """
         data = self.data
-        model = keras.models.load_model(self.best_model_path, custom_objects=CUSTOM_OBJECTS)
-        # The test split is touched here only: to score the job's best model.
-        scores = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
-        for k, v in scores.items():
-            metrics[f"test_{k}"] = float(v)
+        # The test split is touched here only: to score the job's model (and, beside an
+        # ensemble, the best alone, for the record: nothing is chosen by it).
+        scored = {"test": self.best_model_path}
+        if self.members and self.single is not None:
+            scored["single_test"] = self.single.path
+        for prefix, path in scored.items():
+            model = compile_for_task(
+                load_keras(str(path)),
+                data,
+                loss=self.exp.training.loss,
+                output_activation=self.exp.training.output_activation,
+            )
+            scores = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
+            for k, v in scores.items():
+                metrics[f"{prefix}_{k}"] = float(v)
         metrics["job_best_value"] = self.best_value
-        self.parent.set_tags({"model_trial": self.best_trial})
+        tags: dict[str, object] = {"model_trial": self.best_trial}
+        if self.members:
+            tags["model_members"] = ",".join(self.members)
+        self.parent.set_tags(tags)
         meta = {
             **data.serving_meta(),
             "trial": self.best_trial,
             "study": self.exp.study_name,
             "backend": keras.backend.backend(),
+            **({"members": self.members} if self.members else {}),
         }
         return str(
             self.parent.log_model(

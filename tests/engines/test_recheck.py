@@ -49,8 +49,9 @@ def test_top_trials_are_rechecked_and_ranked_by_the_mean(
         )).read_text()
     )  # fmt: skip
     assert len(table) == 2
-    for row in table:
-        assert row["mean"] == pytest.approx((row["first"] + row["value"]) / 2)
+    for row in table:  # no time budget: one round, one re-run each
+        assert len(row["values"]) == 1
+        assert row["mean"] == pytest.approx((row["first"] + row["values"][0]) / 2)
     winner = max(table, key=lambda row: row["mean"])
     assert parent.data.tags["best_by_mean"] == str(winner["number"])
     assert parent.data.tags["model_trial"] == str(winner["number"])  # the job's best model
@@ -69,3 +70,37 @@ def test_recheck_off_and_fewer_than_two_trials(make_experiment, workdir: Path) -
         runs = client.search_runs([exp_id], filter_string="tags.`tuning.role` = 'recheck'")
         assert runs == []
     assert len(optuna.load_study(study_name="one", storage="sqlite:///optuna.db").trials) == 1
+
+
+def test_time_left_after_a_round_buys_more_rounds(make_experiment, workdir: Path) -> None:
+    """Re-runs that stop early leave their budget share unspent: another round uses it (up to
+    RECHECK_ROUNDS), each re-run from new weights, and the mean takes every run."""
+    from tuning.job import RECHECK_ROUNDS
+
+    exp = make_experiment(
+        "rounds", study__n_trials=2, study__recheck_top=2, study__timeout=120,
+        training__max_epochs=2,
+    )  # fmt: skip
+    result = runner.invoke(app, ["run", str(exp)])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    exp_id = client.get_experiment_by_name("rounds").experiment_id
+    runs = client.search_runs([exp_id], filter_string="tags.`tuning.role` = 'recheck'")
+    names = sorted(r.info.run_name for r in runs)
+    numbers = sorted({r.data.tags["trial_number"] for r in runs})
+    assert names == sorted(
+        f"trial-{n}-recheck-{k}" for n in numbers for k in range(1, RECHECK_ROUNDS + 1)
+    )
+    assert len({r.data.tags["seed"] for r in runs}) == len(runs)  # other weights every time
+    parent = next(
+        r for r in client.search_runs([exp_id]) if r.data.tags.get("tuning.role") == "job"
+    )
+    table = json.loads(
+        Path(mlflow.artifacts.download_artifacts(
+            run_id=parent.info.run_id, artifact_path="recheck.json",
+            tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
+        )).read_text()
+    )  # fmt: skip
+    for row in table:
+        assert len(row["values"]) == RECHECK_ROUNDS
+        assert row["mean"] == pytest.approx((row["first"] + sum(row["values"])) / 4)

@@ -172,6 +172,13 @@ class StudyConfig(_Model):
         "other initial weights and rank them by the mean of both runs (0: off); with a time "
         "budget, the search leaves the last 30 % of it to this",
     )
+    ensemble_top: int = Field(
+        default=0,
+        ge=0,
+        description="the job's model averages up to this many of its best trained models (the "
+        "search's best trials and the re-check's re-runs), as many as score best together on "
+        "the validation rows; 0 or 1: one model",
+    )
     max_retries: int = Field(
         default=0,
         ge=0,

@@ -1,0 +1,124 @@
+"""A top-k ensemble: the job's best models averaged into one model, where it scores better."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from tuning.cli import app
+from tuning.data import load_dataset
+from tuning.data.encoding import load_keras
+from tuning.ensemble import Member, average, choose
+from tuning.model import build_model
+from tuning.train import fit
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _trained(data, tmp: Path, name: str, seed: int, epochs: int, wrong: bool = False) -> Path:
+    import keras
+
+    if wrong:  # learns every label shifted by one: confident and wrong
+        data = dataclasses.replace(
+            data, y_train=(data.y_train + 1) % 10, y_valid=(data.y_valid + 1) % 10
+        )
+    keras.utils.set_random_seed(seed)
+    model = build_model({"n_hidden": 1, "n_neurons": 16, "learning_rate": 0.01}, data=data)
+    if epochs:
+        fit(model, data, monitor="val_accuracy", direction="maximize", batch_size=64,
+            max_epochs=epochs, patience=epochs)  # fmt: skip
+    path = tmp / f"{name}.keras"
+    model.save(path)
+    return path
+
+
+def _accuracy(probabilities: np.ndarray, y: np.ndarray) -> float:
+    return float((probabilities.argmax(axis=1) == y).mean())
+
+
+def test_average_is_one_model_predicting_the_members_mean(digits, tmp_path: Path) -> None:
+    paths = [_trained(digits, tmp_path, f"m{i}", seed=i, epochs=2) for i in range(3)]
+    model = average(paths, data=digits, loss="auto", output_activation="auto")
+    model.save(tmp_path / "ensemble.keras")
+    loaded = load_keras(str(tmp_path / "ensemble.keras"))  # one file, as the pyfunc loads it
+    x = digits.x_valid
+    mean = np.mean([load_keras(str(p)).predict(x, verbose=0) for p in paths], axis=0)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), mean, atol=1e-6)
+
+
+def test_choose_scores_each_top_n_and_keeps_one_when_averaging_hurts(
+    digits, tmp_path: Path
+) -> None:
+    good = _trained(digits, tmp_path, "good", seed=0, epochs=8)
+    wrong = _trained(digits, tmp_path, "wrong", seed=1, epochs=8, wrong=True)
+    members = [Member("1", 1, 0.95, good), Member("2", 2, 0.10, wrong)]
+    choice = choose(members, data=digits, metric="val_accuracy", direction="maximize", top=5)
+    probabilities = [
+        load_keras(str(p)).predict(digits.x_valid, verbose=0) for p in (good, wrong)
+    ]
+    expected = [
+        _accuracy(probabilities[0], digits.y_valid),
+        _accuracy((probabilities[0] + probabilities[1]) / 2, digits.y_valid),
+    ]
+    assert choice.scores == pytest.approx(expected, abs=1e-6)  # recomputed from predictions
+    assert expected[1] < expected[0]  # the wrong model drags the average down...
+    assert [m.label for m in choice.members] == ["1"]  # ...so the best alone is kept
+    assert choice.value == pytest.approx(expected[0])
+    # top=1: no average is even scored
+    assert len(choose(members, data=digits, metric="val_accuracy", direction="maximize",
+                      top=1).scores) == 1  # fmt: skip
+
+
+def test_a_job_logs_the_ensemble_it_chose_and_it_serves_raw_rows(
+    make_experiment, workdir: Path
+) -> None:
+    exp = make_experiment(
+        "ens", study__n_trials=4, study__recheck_top=2, study__ensemble_top=4,
+        training__max_epochs=2,
+    )  # fmt: skip
+    result = runner.invoke(app, ["run", str(exp)])
+    assert result.exit_code == 0, result.output
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name("ens").experiment_id
+    parent = next(
+        r for r in client.search_runs([exp_id]) if r.data.tags.get("tuning.role") == "job"
+    )
+    table = json.loads(
+        Path(mlflow.artifacts.download_artifacts(
+            run_id=parent.info.run_id, artifact_path="ensemble.json", tracking_uri=uri
+        )).read_text()
+    )  # fmt: skip
+    chosen = table["chosen"]
+    # Two-epoch models on digits are weak and diverse: averaging them helps here.
+    assert len(chosen) > 1, table
+    assert parent.data.tags["model_members"] == ",".join(chosen)
+    assert table["scores"][len(chosen) - 1] == max(table["scores"])
+    assert [m["label"] for m in table["members"]][: len(chosen)] == chosen
+    # The logged model is that average: served on raw rows, it scores what the job chose by.
+    mlflow.set_tracking_uri(uri)
+    model_uri = parent.data.tags.get("model_uri") or next(
+        line.rsplit("; ", 1)[1] for line in result.stdout.splitlines()
+        if line.startswith("this job's best model")
+    )  # fmt: skip
+    served = mlflow.pyfunc.load_model(model_uri)
+    data = load_dataset("digits")
+    labels = np.asarray(served.predict(data.validation_rows())).ravel().astype(int)
+    assert float((labels == data.y_valid).mean()) == pytest.approx(
+        table["scores"][len(chosen) - 1]
+    )
+    assert parent.data.metrics["job_best_value"] == pytest.approx(table["scores"][len(chosen) - 1])
+    assert "single_test_accuracy" in parent.data.metrics and "test_accuracy" in parent.data.metrics
+    assert f"an average of {len(chosen)}" in result.stdout

@@ -368,6 +368,12 @@ def run_tool(exp_path: Path, budget: float, workdir: Path, smoke: bool) -> dict[
     out = summarize(trials, pick, metrics.get("test_accuracy"), clock, search_end)
     out["tool_timings"] = {k: round(v, 3) for k, v in result.timings.items()}
     out["study_tracking_fraction"] = round(result.timings["fraction"], 4)
+    # The job's own model (an ensemble where it chose one) and, beside an ensemble, its best
+    # member alone on the same test rows: a paired figure for the ensemble's gain.
+    out["job_model_value"] = metrics.get("job_best_value")
+    out["single_test_accuracy"] = metrics.get("single_test_accuracy")
+    tags = client.get_run(result.parent_run_id).data.tags
+    out["model_members"] = tags.get("model_members")
     return out
 
 

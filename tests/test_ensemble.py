@@ -106,7 +106,7 @@ def test_a_job_logs_the_ensemble_it_chose_and_it_serves_raw_rows(
     assert len(chosen) > 1, table
     assert parent.data.tags["model_members"] == ",".join(chosen)
     assert table["scores"][len(chosen) - 1] == max(table["scores"])
-    assert [m["label"] for m in table["members"]][: len(chosen)] == chosen
+    assert [m["label"] for m in table["ranked"]][: len(chosen)] == chosen
     # The logged model is that average: served on raw rows, it scores what the job chose by.
     mlflow.set_tracking_uri(uri)
     model_uri = parent.data.tags.get("model_uri") or next(

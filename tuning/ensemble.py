@@ -41,11 +41,20 @@ class Member:
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """The members chosen (best first) and the validation score of each top-n average."""
+    """The members scored (best first), the validation score of each top-n average, and the
+    n chosen."""
 
-    members: list[Member]
-    value: float
+    ranked: list[Member]
     scores: list[float]  # scores[n - 1]: the average of the best n members
+    n: int
+
+    @property
+    def members(self) -> list[Member]:
+        return self.ranked[: self.n]
+
+    @property
+    def value(self) -> float:
+        return self.scores[self.n - 1]
 
 
 def choose(
@@ -86,7 +95,7 @@ def choose(
         )  # fmt: skip
         scores.append(float(result[key]))
     best = max(range(len(scores)), key=lambda i: scores[i] if maximize else -scores[i])
-    return Choice(members=ranked[: best + 1], value=scores[best], scores=scores)
+    return Choice(ranked=ranked, scores=scores, n=best + 1)
 
 
 def average(

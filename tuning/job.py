@@ -376,74 +376,81 @@ def _retrain(
 
 
 def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
-    """Make the job's model the re-check's winner (its best run), or, with
-    ``study.ensemble_top`` of 2 or more, the average of the best members where it scores
+    """Make the job's model the re-check's winner (the best of its runs), or, with
+    ``study.ensemble_top`` of 2 or more, an average of the job's best models where it scores
     better on the validation rows than the best alone.
 
-    Members, in order: the re-checked configurations by mean (each one's runs by value), then
-    the search's other kept models by value; an ensemble takes the first n of them.
+    The candidates: the search's kept models (its ``ensemble_top`` best) and every re-run,
+    ranked by their own validation value (:func:`tuning.ensemble.choose`). Where no average
+    beats the best alone, the model stays the re-check's winner.
     """
     from tuning import ensemble  # imports Keras: only once the job chose the backend
 
     trainer, exp = ctx.trainer, ctx.exp
-    members = _members(trainer, checked)
-    if not members:
+    winner = _winner(trainer, checked)
+    if winner is None:
         return
-    first = members[0]
-    trainer.adopt(first.path, first.value, first.number)
+    trainer.adopt(winner.path, winner.value, winner.number)
+    candidates = [ensemble.Member(str(k.number), k.number, k.value, k.path) for k in trainer.kept]
+    for c in checked:
+        candidates += [
+            ensemble.Member(f"{c.number}r{i}", c.number, v, p)
+            for i, (v, p) in enumerate(zip(c.values, c.paths, strict=True), start=1)
+            if v is not None and p is not None
+        ]
     top = exp.study.ensemble_top
-    if top < 2 or len(members) < 2 or exp.tracking.log_models == "none":
+    if top < 2 or len(candidates) < 2 or exp.tracking.log_models == "none":
         return
     started = time.perf_counter()
     settings = {"loss": exp.training.loss, "output_activation": exp.training.output_activation}
     choice = ensemble.choose(
-        members, data=ctx.data, metric=exp.objective.metric,
+        candidates, data=ctx.data, metric=exp.objective.metric,
         direction=exp.objective.direction, top=top, **settings,
     )  # fmt: skip
-    labels = [m.label for m in choice.members]
-    shown = ", ".join(f"{s:.4f}" for s in choice.scores)
+    labels = [m.label for m in choice.members] if choice.n > 1 else [winner.label]
     table = {
-        "members": [dataclasses.asdict(m) | {"path": None} for m in members[: len(choice.scores)]],
+        "ranked": [dataclasses.asdict(m) | {"path": None} for m in choice.ranked],
         "scores": choice.scores,
         "chosen": labels,
     }
     ctx.parent.log_text(json.dumps(table, indent=2), "ensemble.json")
-    metric = exp.objective.metric
-    if len(choice.members) == 1:
-        ctx.say(f"ensemble: the best alone scores best ({metric} of the top 1..n: {shown})")
+    metric, shown = exp.objective.metric, ", ".join(f"{s:.4f}" for s in choice.scores)
+    if choice.n == 1:
+        ctx.say(f"ensemble: no average beats the best alone ({metric} of the top 1..n: {shown})")
         return
     model = ensemble.average([m.path for m in choice.members], data=ctx.data, **settings)
     path = Path(trainer.tmp.name) / "ensemble.keras"
     model.save(path)
-    trainer.adopt(path, choice.value, first.number)
-    trainer.single = first
-    trainer.members = labels
+    trainer.adopt(path, choice.value, choice.members[0].number)
+    trainer.single, trainer.members = winner, labels
     ctx.say(
         f"ensemble: {len(labels)} models ({', '.join('#' + x for x in labels)}) score {metric} "
         f"{choice.value:.4f} together (top 1..n: {shown}) in {time.perf_counter() - started:.1f} s"
     )
 
 
-def _members(trainer: Trainer, checked: list[Rechecked]) -> list[ensemble.Member]:
-    from tuning import ensemble  # imports Keras: only once the job chose the backend
-
-    def by_value(ms: list[ensemble.Member]) -> list[ensemble.Member]:
-        return sorted(ms, key=lambda m: -m.value if trainer.maximize else m.value)
+def _winner(trainer: Trainer, checked: list[Rechecked]) -> ensemble.Member | None:
+    """The model the job keeps without an ensemble: the best run of the re-check's winner
+    (``checked[0]``), else the search's best."""
+    from tuning import ensemble
 
     kept = {k.number: k for k in trainer.kept}
-    members: list[ensemble.Member] = []
-    for c in checked:
+    if checked:
+        c = checked[0]
         runs = [
             ensemble.Member(f"{c.number}r{i}", c.number, v, p)
             for i, (v, p) in enumerate(zip(c.values, c.paths, strict=True), start=1)
             if v is not None and p is not None
         ]
-        k = kept.pop(c.number, None)
-        if k is not None:
-            runs.append(ensemble.Member(str(c.number), c.number, k.value, k.path))
-        members += by_value(runs)
-    rest = [ensemble.Member(str(k.number), k.number, k.value, k.path) for k in kept.values()]
-    return members + by_value(rest)
+        if c.number in kept:
+            runs.append(ensemble.Member(str(c.number), c.number, kept[c.number].value,
+                                        kept[c.number].path))  # fmt: skip
+        if runs:
+            return max(runs, key=lambda m: m.value if trainer.maximize else -m.value)
+    if trainer.kept:
+        k = trainer.kept[0]
+        return ensemble.Member(str(k.number), k.number, k.value, k.path)
+    return None
 
 
 # -- finishing a job: the steps, in order --------------------------------------------------

@@ -65,9 +65,7 @@ def test_choose_scores_each_top_n_and_keeps_one_when_averaging_hurts(
     wrong = _trained(digits, tmp_path, "wrong", seed=1, epochs=8, wrong=True)
     members = [Member("1", 1, 0.95, good), Member("2", 2, 0.10, wrong)]
     choice = choose(members, data=digits, metric="val_accuracy", direction="maximize", top=5)
-    probabilities = [
-        load_keras(str(p)).predict(digits.x_valid, verbose=0) for p in (good, wrong)
-    ]
+    probabilities = [load_keras(str(p)).predict(digits.x_valid, verbose=0) for p in (good, wrong)]
     expected = [
         _accuracy(probabilities[0], digits.y_valid),
         _accuracy((probabilities[0] + probabilities[1]) / 2, digits.y_valid),

@@ -16,6 +16,15 @@ from tuning.cli import app
 runner = CliRunner()
 
 
+def _recheck_table(workdir: Path, run_id: str) -> list[dict]:
+    """The job's ``recheck.json``, as the parent run holds it."""
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="recheck.json", tracking_uri=uri
+    )
+    return json.loads(Path(path).read_text())
+
+
 @pytest.mark.parametrize("engine", ["optuna", "keras_tuner"])
 def test_top_trials_are_rechecked_and_ranked_by_the_mean(
     make_experiment, workdir: Path, engine: str
@@ -42,12 +51,7 @@ def test_top_trials_are_rechecked_and_ranked_by_the_mean(
         assert r.data.tags["mlflow.parentRunId"] == trials[number].info.run_id
         assert r.info.status == "FINISHED" and r.data.tags["state"] == "complete"
         assert "objective" in r.data.metrics and r.data.tags["seed"]
-    table = json.loads(
-        Path(mlflow.artifacts.download_artifacts(
-            run_id=parent.info.run_id, artifact_path="recheck.json",
-            tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
-        )).read_text()
-    )  # fmt: skip
+    table = _recheck_table(workdir, parent.info.run_id)
     assert len(table) == 2
     for row in table:  # no time budget: one round, one re-run each
         assert len(row["values"]) == 1
@@ -95,12 +99,7 @@ def test_time_left_after_a_round_buys_more_rounds(make_experiment, workdir: Path
     parent = next(
         r for r in client.search_runs([exp_id]) if r.data.tags.get("tuning.role") == "job"
     )
-    table = json.loads(
-        Path(mlflow.artifacts.download_artifacts(
-            run_id=parent.info.run_id, artifact_path="recheck.json",
-            tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
-        )).read_text()
-    )  # fmt: skip
+    table = _recheck_table(workdir, parent.info.run_id)
     for row in table:
         assert len(row["values"]) == RECHECK_ROUNDS
         assert row["mean"] == pytest.approx((row["first"] + sum(row["values"])) / 4)

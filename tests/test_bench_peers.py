@@ -56,10 +56,12 @@ def test_smoke_optuna_loop_and_tool(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_smoke_every_contestant(tmp_path: Path) -> None:
     names = "kt_random,kt_hyperband,optuna_loop,tool_book,tool_stretch,throughput"
-    summary = _run(tmp_path, names, budget=20, backends=("jax", "tensorflow"))
+    # 45 s: on a slow 2-core machine a contestant's first trial ended after a 20 s budget
+    # (imports and the first compile take most of it; seen running .ci/run on such a machine).
+    summary = _run(tmp_path, names, budget=45, backends=("jax", "tensorflow"))
     for backend in ("jax", "tensorflow"):
         for name in names.split(",")[:-1]:
-            _check_contestant(summary["results"][f"{name}@{backend}"], 20)
+            _check_contestant(summary["results"][f"{name}@{backend}"], 45)
         throughput = summary["results"][f"throughput@{backend}"]
         assert throughput["backend"] == backend
         assert throughput["batch_32_jit_auto"]["samples_per_second"] > 0

@@ -222,9 +222,11 @@ class OptunaEngine(Engine):
                 )
             if deadline is not None and time.perf_counter() >= deadline:
                 # A trained model with a real score: the fit ends with its best weights.
+                # With a re-check, the search's deadline is before the job's (RECHECK_SHARE).
+                search = " (the search's share)" if exp.study.recheck_top else ""
                 raise StopTraining(
                     f"cut after epoch {epoch + 1} at the job's time budget "
-                    f"({exp.study.timeout:g}s)"
+                    f"({exp.study.timeout:g}s){search}"
                 )
             if slice_end is not None and time.perf_counter() >= slice_end:
                 raise StopTraining(

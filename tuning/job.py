@@ -34,7 +34,7 @@ from tuning.tracking import Champion, ParentRun, Tracker
 
 if TYPE_CHECKING:
     from tuning import ensemble
-    from tuning.trial import Trainer
+    from tuning.trial import Kept, Trainer
 
 __all__ = ["JobResult", "open_parent", "prepare_stores", "recheck", "run_job", "validate_job"]
 
@@ -400,13 +400,9 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
     if winner is None:
         return
     trainer.adopt(winner.path, winner.value, winner.number)
-    candidates = [ensemble.Member(str(k.number), k.number, k.value, k.path) for k in trainer.kept]
+    candidates = [_kept_member(k) for k in trainer.kept]
     for c in checked:
-        candidates += [
-            ensemble.Member(f"{c.number}r{i}", c.number, v, p)
-            for i, (v, p) in enumerate(zip(c.values, c.paths, strict=True), start=1)
-            if v is not None and p is not None
-        ]
+        candidates += _run_members(c)
     top = exp.study.ensemble_top
     if top < 2 or len(candidates) < 2 or exp.tracking.log_models == "none":
         return
@@ -441,25 +437,33 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
 def _winner(trainer: Trainer, checked: list[Rechecked]) -> ensemble.Member | None:
     """The model the job keeps without an ensemble: the best run of the re-check's winner
     (``checked[0]``), else the search's best."""
-    from tuning import ensemble
-
     kept = {k.number: k for k in trainer.kept}
     if checked:
         c = checked[0]
-        runs = [
-            ensemble.Member(f"{c.number}r{i}", c.number, v, p)
-            for i, (v, p) in enumerate(zip(c.values, c.paths, strict=True), start=1)
-            if v is not None and p is not None
-        ]
+        runs = _run_members(c)
         if c.number in kept:
-            runs.append(ensemble.Member(str(c.number), c.number, kept[c.number].value,
-                                        kept[c.number].path))  # fmt: skip
+            runs.append(_kept_member(kept[c.number]))
         if runs:
             return max(runs, key=lambda m: m.value if trainer.maximize else -m.value)
-    if trainer.kept:
-        k = trainer.kept[0]
-        return ensemble.Member(str(k.number), k.number, k.value, k.path)
-    return None
+    return _kept_member(trainer.kept[0]) if trainer.kept else None
+
+
+def _kept_member(k: Kept) -> ensemble.Member:
+    """One of the search's kept models as an ensemble candidate (labelled by its trial)."""
+    from tuning import ensemble
+
+    return ensemble.Member(str(k.number), k.number, k.value, k.path)
+
+
+def _run_members(c: Rechecked) -> list[ensemble.Member]:
+    """``c``'s re-runs that trained, as ensemble candidates (``7r1``: trial 7's first re-run)."""
+    from tuning import ensemble
+
+    return [
+        ensemble.Member(f"{c.number}r{i}", c.number, v, p)
+        for i, (v, p) in enumerate(zip(c.values, c.paths, strict=True), start=1)
+        if v is not None and p is not None
+    ]
 
 
 # -- finishing a job: the steps, in order --------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Callable
@@ -123,6 +124,16 @@ def nothing_created(workdir: Path) -> None:
     assert not (workdir / "optuna.db").exists(), "a study was created"
     assert not (workdir / "mlflow.db").exists(), "a tracking store was created"
     assert not (workdir / "mlruns").exists()
+
+
+def run_json(workdir: Path, run_id: str, name: str) -> Any:
+    """A JSON artifact of a run in ``workdir``'s tracking store (``recheck.json``, ...)."""
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=name, tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}"
+    )
+    return json.loads(Path(path).read_text())
 
 
 def one_line_error(result: Any, *fragments: str) -> str:

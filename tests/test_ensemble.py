@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+from conftest import run_json
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -94,11 +94,7 @@ def test_a_job_logs_the_ensemble_it_chose_and_it_serves_raw_rows(
     parent = next(
         r for r in client.search_runs([exp_id]) if r.data.tags.get("tuning.role") == "job"
     )
-    table = json.loads(
-        Path(mlflow.artifacts.download_artifacts(
-            run_id=parent.info.run_id, artifact_path="ensemble.json", tracking_uri=uri
-        )).read_text()
-    )  # fmt: skip
+    table = run_json(workdir, parent.info.run_id, "ensemble.json")
     chosen = table["chosen"]
     # Two-epoch models on digits are weak and diverse: averaging them helps here.
     assert len(chosen) > 1, table

@@ -1,12 +1,14 @@
-"""Fitting: every training batch full, validation in as few equal batches as fit allows."""
+"""Fitting: every training batch full, validation in as few equal batches as fit allows; the
+best value first."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from tuning.data import Dataset
-from tuning.train import MAX_VALIDATION_BATCH, fit, full_batches, validation_batch_size
+from tuning.train import MAX_VALIDATION_BATCH, best_first, fit, full_batches, validation_batch_size
 
 
 def test_validation_is_scored_in_as_few_equal_batches_as_fit() -> None:
@@ -73,3 +75,12 @@ def test_fit_traces_one_training_batch_shape() -> None:
     # second compiled train step. Padded to 160, training sees only 32; validation one batch of 50.
     assert set(_Shapes.seen) <= {32, 50, None}, _Shapes.seen
     assert 22 not in _Shapes.seen and 32 in _Shapes.seen
+
+
+@pytest.mark.parametrize(
+    ("direction", "best"), [("maximize", [0.9, 0.5, 0.1]), ("minimize", [0.1, 0.5, 0.9])]
+)
+def test_best_first_sorts_the_best_value_first(direction: str, best: list[float]) -> None:
+    key = best_first(direction)
+    assert sorted([0.5, 0.1, 0.9], key=key) == best
+    assert min([0.5, 0.9, 0.1], key=key) == best[0]

@@ -25,6 +25,7 @@ import numpy as np
 from tuning.data import Dataset
 from tuning.data.encoding import load_keras
 from tuning.model import compile_for_task
+from tuning.train import best_first
 
 __all__ = ["Choice", "Member", "average", "choose"]
 
@@ -80,8 +81,8 @@ def choose(
     Returns:
         The best-scoring top-n average; ties go to the smaller n.
     """
-    maximize = direction == "maximize"
-    ranked = sorted(members, key=lambda m: -m.value if maximize else m.value)[: max(top, 1)]
+    rank = best_first(direction)
+    ranked = sorted(members, key=lambda m: rank(m.value))[: max(top, 1)]
     scorer = _scorer(data, loss=loss, output_activation=output_activation)
     key = metric.removeprefix("val_")
     total: np.ndarray | None = None
@@ -94,7 +95,7 @@ def choose(
             return_dict=True,
         )  # fmt: skip
         scores.append(float(result[key]))
-    best = max(range(len(scores)), key=lambda i: scores[i] if maximize else -scores[i])
+    best = min(range(len(scores)), key=lambda i: rank(scores[i]))  # ties: the smaller n
     return Choice(ranked=ranked, scores=scores, n=best + 1)
 
 

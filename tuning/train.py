@@ -110,6 +110,14 @@ def full_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[np.ndar
     return np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
 
 
+def best_first(direction: str) -> Callable[[float], float]:
+    """A sort key on objective values that puts the best first (``sorted(.., key=...)``,
+    ``min(.., key=...)``) for ``direction`` ``maximize`` or ``minimize``."""
+    if direction == "maximize":
+        return lambda value: -value
+    return lambda value: value
+
+
 def best_of(hist: Mapping[str, list[float]], *, monitor: str, direction: str) -> tuple[float, int]:
     """The best finite value of ``monitor`` in a fit's history, and its (first) epoch.
 

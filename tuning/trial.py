@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -27,7 +27,10 @@ from tuning.data import Dataset
 from tuning.data.encoding import decode, load_keras
 from tuning.model import build_model, compile_for_task
 from tuning.tracking import ParentRun
-from tuning.train import EpochHook, FitResult
+from tuning.train import EpochHook, FitResult, best_first
+
+if TYPE_CHECKING:
+    from tuning.ensemble import Member
 
 __all__ = ["Kept", "ParamValue", "Params", "Trainer", "compile_seconds", "is_finite"]
 
@@ -80,7 +83,7 @@ class Trainer:
     Attributes:
         best_value: The best objective value among this job's trials (``None`` before one).
         best_trial: Its trial number.
-        best_model_path: Where that model is saved.
+        best_model_path: Where that model is saved (``None`` until one is).
         trials_run: Trials this job started.
         timings: Seconds summed over trials: ``build``, ``fit`` (hooks and compile included),
             ``hooks`` (the engine's per-epoch reporting) and ``compile``.
@@ -94,13 +97,13 @@ class Trainer:
         self.tmp = tempfile.TemporaryDirectory(prefix="tuning-")
         self.best_value: float | None = None
         self.best_trial: int | None = None
-        self.best_model_path = Path(self.tmp.name) / "best.keras"
+        self.best_model_path: Path | None = None
         # The search's best models (best first): one, or study.ensemble_top for an ensemble.
         self.kept: list[Kept] = []
         self.keep_n = max(exp.study.ensemble_top, 1)
         # With an ensemble as the job's model: the best alone (scored on test beside it) and
         # the members' labels ("7", "7r1": trial 7 and its first re-run).
-        self.single: Any = None
+        self.single: Member | None = None
         self.members: list[str] = []
         self.trials_run = 0
         self.timings: dict[str, float] = {"build": 0.0, "fit": 0.0, "hooks": 0.0, "compile": 0.0}
@@ -183,7 +186,8 @@ class Trainer:
         path = Path(self.tmp.name) / f"trial-{number}.keras"
         model.save(path)
         self.kept.append(Kept(value, number, path))
-        self.kept.sort(key=lambda k: -k.value if self.maximize else k.value)
+        rank = best_first(self.exp.objective.direction)
+        self.kept.sort(key=lambda k: rank(k.value))
         for dropped in self.kept[self.keep_n :]:
             dropped.path.unlink(missing_ok=True)
         del self.kept[self.keep_n :]
@@ -194,10 +198,6 @@ class Trainer:
         """Make the model saved at ``path`` the job's best (the re-check's, an ensemble)."""
         self.best_value, self.best_trial, self.best_model_path = value, number, path
 
-    @property
-    def maximize(self) -> bool:
-        return self.exp.objective.direction == "maximize"
-
     def better(self, a: float, b: float | None) -> bool:
         """Whether objective value ``a`` beats ``b`` (``None``: nothing yet)."""
         if b is None:
@@ -206,7 +206,7 @@ class Trainer:
 
     def has_best_model(self) -> bool:
         """Whether a model was kept (``log_models: none`` keeps none)."""
-        return self.best_trial is not None and self.best_model_path.exists()
+        return self.best_model_path is not None and self.best_model_path.exists()
 
     def log_best_model(self, metrics: dict[str, float | None]) -> str:
         """Score the job's best model on the test split and log it on the parent run.
@@ -216,6 +216,7 @@ class Trainer:
         data = self.data
         # The test split is touched here only: to score the job's model (and, beside an
         # ensemble, the best alone, for the record: nothing is chosen by it).
+        assert self.best_model_path is not None, "log_best_model needs has_best_model()"
         scored = {"test": self.best_model_path}
         if self.members and self.single is not None:
             scored["single_test"] = self.single.path

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import mlflow
 import optuna
 import pytest
+from conftest import run_json
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -18,11 +17,7 @@ runner = CliRunner()
 
 def _recheck_table(workdir: Path, run_id: str) -> list[dict]:
     """The job's ``recheck.json``, as the parent run holds it."""
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    path = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="recheck.json", tracking_uri=uri
-    )
-    return json.loads(Path(path).read_text())
+    return run_json(workdir, run_id, "recheck.json")
 
 
 @pytest.mark.parametrize("engine", ["optuna", "keras_tuner"])

@@ -17,6 +17,8 @@ It must not import mlflow (only ``tracking.py`` and the served model file do).
 
 from __future__ import annotations
 
+import json
+import zipfile
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -79,12 +81,65 @@ class TabularEncoder(keras.layers.Layer):
         }
 
 
+class _Unused(keras.initializers.Initializer):
+    """Stands in for a saved layer's initializer while :func:`load_keras` builds the layer, whose
+    weights the file then overwrites: zeros made on the host. The real initializer (``original``,
+    its saved config) is put back after loading. Keras on JAX runs a random initializer as one
+    compiled XLA program per weight shape: ~1 s a model on 2 cores, for values thrown away."""
+
+    def __init__(self, original: Any = None) -> None:
+        self.original = original
+
+    def __call__(self, shape: tuple[int, ...], dtype: Any = None) -> np.ndarray:
+        return np.zeros(shape, dtype=keras.backend.standardize_dtype(dtype))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"original": self.original}
+
+
 CUSTOM_OBJECTS = {"TabularEncoder": TabularEncoder}
 
 
+def _stand_in(config: Any) -> Any:
+    """``config`` with every layer's ``*_initializer`` replaced by :class:`_Unused`."""
+    if isinstance(config, list):
+        return [_stand_in(c) for c in config]
+    if not isinstance(config, dict):
+        return config
+    out = {}
+    for key, value in config.items():
+        if key.endswith("_initializer") and isinstance(value, (dict, str)):
+            value = {"module": None, "class_name": "_Unused", "registered_name": "_Unused",
+                     "config": {"original": value}}  # fmt: skip
+        out[key] = _stand_in(value)
+    return out
+
+
+def _put_back(layer: Any) -> None:
+    """Give ``layer`` (and the layers inside it) their saved initializers again."""
+    for attr, value in list(vars(layer).items()):
+        if isinstance(value, _Unused):
+            setattr(layer, attr, keras.initializers.get(value.original))
+    for inner in getattr(layer, "layers", []):
+        _put_back(inner)
+
+
 def load_keras(path: str) -> keras.Model:
-    """Load a saved MLP (with its custom encoder layer)."""
-    return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    """Load a saved MLP (with its custom encoder layer), uncompiled.
+
+    The layers are built with stand-in initializers and the saved weights loaded into them
+    (``keras.models.load_model`` would first draw every weight at random); the model that
+    comes back is the saved one, initializers in its config included.
+    """
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    config["compile_config"] = None
+    model = keras.saving.deserialize_keras_object(
+        _stand_in(config), custom_objects={**CUSTOM_OBJECTS, "_Unused": _Unused}
+    )
+    model.load_weights(path)
+    _put_back(model)
+    return model
 
 
 def encode_frame(meta: dict[str, Any], frame: pd.DataFrame) -> np.ndarray:

@@ -174,3 +174,17 @@ def test_on_jax_keras_seeds_and_saves_without_importing_tensorflow() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout
+
+
+def test_the_job_layer_imports_no_framework_before_the_backend_is_chosen() -> None:
+    """``tuning.job`` picks the backend from the experiment, so nothing it imports at module
+    level may import Keras (which fixes its backend, and loads TensorFlow outside the quiet
+    import, at import)."""
+    code = (
+        "import sys, tuning.cli, tuning.job, tuning.workers\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'jax'}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -31,7 +31,6 @@ from tuning.engines.base import STOP, Engine, JobContext, Outcome, Ranked, Say, 
 from tuning.errors import ConfigError, StopTraining, TrackingLost, TrialFailed
 from tuning.storage import check_study_storage, open_storage
 from tuning.tracking import Champion, ParentRun, Tracker
-from tuning.train import best_first
 
 if TYPE_CHECKING:
     from tuning import ensemble
@@ -445,6 +444,8 @@ def _winner(trainer: Trainer, checked: list[Rechecked]) -> ensemble.Member | Non
         if c.number in kept:
             runs.append(_kept_member(kept[c.number]))
         if runs:
+            from tuning.train import best_first  # Keras: imported once the backend is fixed
+
             rank = best_first(trainer.exp.objective.direction)
             return min(runs, key=lambda m: rank(m.value))
     return _kept_member(trainer.kept[0]) if trainer.kept else None

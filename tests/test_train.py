@@ -1,5 +1,5 @@
 """Fitting: every training batch full, validation in as few equal batches as fit allows; the
-best value first."""
+best epoch the first of equal best values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tuning.data import Dataset
-from tuning.train import MAX_VALIDATION_BATCH, best_first, fit, full_batches, validation_batch_size
+from tuning.train import MAX_VALIDATION_BATCH, best_of, fit, full_batches, validation_batch_size
 
 
 def test_validation_is_scored_in_as_few_equal_batches_as_fit() -> None:
@@ -77,10 +77,9 @@ def test_fit_traces_one_training_batch_shape() -> None:
     assert 22 not in _Shapes.seen and 32 in _Shapes.seen
 
 
-@pytest.mark.parametrize(
-    ("direction", "best"), [("maximize", [0.9, 0.5, 0.1]), ("minimize", [0.1, 0.5, 0.9])]
-)
-def test_best_first_sorts_the_best_value_first(direction: str, best: list[float]) -> None:
-    key = best_first(direction)
-    assert sorted([0.5, 0.1, 0.9], key=key) == best
-    assert min([0.5, 0.9, 0.1], key=key) == best[0]
+@pytest.mark.parametrize(("direction", "best"), [("maximize", (0.9, 1)), ("minimize", (0.1, 3))])
+def test_best_of_takes_the_first_of_equal_best_epochs(
+    direction: str, best: tuple[float, int]
+) -> None:
+    hist = {"loss": [1.0] * 5, "val_x": [0.5, 0.9, 0.9, 0.1, 0.1]}
+    assert best_of(hist, monitor="val_x", direction=direction) == best

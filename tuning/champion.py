@@ -5,16 +5,23 @@ challenger must beat the champion on them by more than chance would. Classificat
 exact McNemar test (a one-sided binomial test on the rows exactly one of the two models gets
 right); regression a paired bootstrap of the per-row errors (absolute errors for an ``mae``
 objective, squared otherwise). Both answer with a one-sided p-value: small when the challenger is
-really better. Plain NumPy/SciPy on arrays; MLflow and Keras stay out.
+really better; and :func:`decide`, the decision itself: a pure function of the new model's
+value, what the registry says of the champion, and the test's p-value (``tracking.py`` records
+it, ``job.py`` runs the test). Plain NumPy/SciPy on arrays; MLflow and Keras stay out.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["MCNEMAR", "PAIRED_BOOTSTRAP", "paired_test"]
+from tuning.objective import Ranking
+
+__all__ = ["MCNEMAR", "PAIRED_BOOTSTRAP", "Decision", "Standing", "decide", "paired_test"]
 
 MCNEMAR = "mcnemar_exact"
 PAIRED_BOOTSTRAP = "paired_bootstrap"
@@ -72,3 +79,98 @@ def paired_test(
     rng = np.random.default_rng(seed)
     means = gain[rng.integers(0, len(gain), size=(n_boot, len(gain)))].mean(axis=1)
     return PAIRED_BOOTSTRAP, float((np.sum(means <= 0) + 1) / (n_boot + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Standing:
+    """The current ``@champion`` as the registry records it (its version's tags).
+
+    Attributes:
+        version: Its version number.
+        metric: The objective it was scored on.
+        data: The key of the data it was scored on (``Experiment.data_key``).
+        value: Its validation value.
+    """
+
+    version: str
+    metric: str | None
+    data: str | None
+    value: float | None
+
+    def comparable(self, *, metric: str, data_key: str) -> bool:
+        """Whether a new model scored on ``metric`` and ``data_key`` can be held against it."""
+        return self.metric == metric and self.data == data_key and self.value is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """Whether a new version becomes ``@champion``, and why.
+
+    Attributes:
+        promote: Move ``@champion`` to the new version.
+        reason: The figures behind it, for a person.
+        test: The paired test run (``none`` when none was).
+        p_value: Its p-value (NaN when none was run).
+        against: The champion's version it was weighed against (``None``: there was none).
+    """
+
+    promote: bool
+    reason: str
+    test: str = "none"
+    p_value: float = math.nan
+    against: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The ``champion_decision`` tag: ``moved: ...`` or ``stayed: ...``."""
+        return f"{'moved' if self.promote else 'stayed'}: {self.reason}"
+
+
+def decide(
+    *,
+    objective: Ranking,
+    metric: str,
+    value: float,
+    data_key: str,
+    current: Standing | None,
+    test: tuple[str, float] | None = None,
+    alpha: float = 0.05,
+) -> Decision:
+    """Whether a new model of validation ``value`` replaces the champion ``current``.
+
+    The first version becomes the champion. A champion scored on another metric or other data
+    stays (not comparable). Otherwise the new model must be better in ``objective``'s direction
+    and, with a paired ``test`` (name, p-value) on the same validation rows, better by more than
+    noise: p below ``alpha``.
+
+    .. code-block:: python
+
+        >>> from tuning.objective import Objective
+        >>> acc = Objective("val_accuracy", "maximize")
+        >>> old = Standing("1", "val_accuracy", "d", 0.90)
+        >>> d = decide(objective=acc, metric="val_accuracy", value=0.93, data_key="d",
+        ...            current=old, test=("mcnemar_exact", 0.2))
+        >>> d.promote, d.reason.endswith("p=0.2 not below alpha 0.05 (within noise)")
+        (False, True)
+    """
+    if current is None:
+        return Decision(promote=True, reason="first version of this model")
+    if not current.comparable(metric=metric, data_key=data_key):
+        return Decision(
+            promote=False,
+            reason=f"champion v{current.version} was scored on {current.metric!r} / other "
+            "data; not comparable",
+            against=current.version,
+        )
+    assert current.value is not None  # comparable() checked it
+    better = objective.better(value, current.value)
+    reason = f"{metric} {value:.4f} vs champion v{current.version} {current.value:.4f}"
+    if test is None:
+        return Decision(promote=better, reason=reason, against=current.version)
+    name, p_value = test
+    promote = better and p_value < alpha
+    reason += f"; {name} p={p_value:.3g} {'below' if p_value < alpha else 'not below'} alpha "
+    reason += f"{alpha:g}" + (" (within noise)" if better and not promote else "")
+    return Decision(
+        promote=promote, reason=reason, test=name, p_value=p_value, against=current.version
+    )

@@ -390,7 +390,9 @@ def best(
     typer.echo(f"trial {found['number']}: value {found['value']:.6g}")
     for key, value in found["params"].items():
         typer.echo(f"  {key:<20} {value}")
-    for key in ("epochs_trained", "n_params", "train_seconds", "backend", "mlflow_run_id"):
+    from tuning.records import FIGURES
+
+    for key in FIGURES:
         if found.get(key) is not None:
             typer.echo(f"  {key:<20} {found[key]}")
 
@@ -461,25 +463,9 @@ def status(
 
 def _champions(tracking_uri: str | None) -> dict[str, str]:
     """Study name -> 'MODEL vN' of registered models whose @champion came from that study."""
-    from tuning.tracking import resolve_tracking_uri
+    from tuning.tracking import champions_by_study, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return {}  # no store yet: do not create one by looking
-    try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(uri)
-        out = {}
-        for model in client.search_registered_models():
-            if "champion" in (model.aliases or {}):
-                version = client.get_model_version_by_alias(model.name, "champion")
-                study = version.tags.get("study")
-                if study:
-                    out[study] = f"{model.name} v{version.version}"
-        return out
-    except Exception:  # the registry is optional here: the studies are what was asked for
-        return {}
+    return champions_by_study(resolve_tracking_uri(tracking_uri))
 
 
 @app.command()
@@ -502,7 +488,12 @@ def compare(
 
     from tuning.config import load_experiment
     from tuning.report import best_so_far_plot, compare_studies
-    from tuning.tracking import find_test_scores, log_comparison, resolve_tracking_uri
+    from tuning.tracking import (
+        find_test_scores,
+        log_comparison,
+        resolve_tracking_uri,
+        store_exists,
+    )
 
     studies, metric = [], "value"
     try:
@@ -517,9 +508,7 @@ def compare(
     except ConfigError as e:
         raise _fail(e) from None
     uri = resolve_tracking_uri(tracking_uri)
-    have_store = not (
-        uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
-    )
+    have_store = store_exists(uri)
     picks = {}
     for study in studies:
         best_trial = _best(study)
@@ -576,29 +565,27 @@ def _compare_lines(rows: list[dict[str, Any]], metric: str) -> list[str]:
 
 
 def _best(study: optuna.Study) -> dict[str, Any] | None:
+    from tuning import records
+
     try:
         trial = study.best_trial
     except ValueError:
         return None
-    fixed = {
-        k.removeprefix("fixed."): v for k, v in trial.user_attrs.items() if k.startswith("fixed.")
-    }
     return {
         "number": trial.number,
         "value": trial.value,
-        "params": {**trial.params, **fixed},
-        **{
-            k: trial.user_attrs.get(k)
-            for k in ("epochs_trained", "n_params", "train_seconds", "backend", "mlflow_run_id")
-        },
+        "params": records.params(trial),
+        **records.figures(trial),
     }
 
 
 def _backends(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
     """How many trials each Keras backend trained (trials from before it was recorded: none)."""
+    from tuning.records import BACKEND
+
     counts: dict[str, int] = {}
     for t in trials:
-        name = t.user_attrs.get("backend")
+        name = t.user_attrs.get(BACKEND)
         if name:
             counts[name] = counts.get(name, 0) + 1
     return counts

@@ -8,6 +8,8 @@ the chosen members one functional model (``Average`` of the members' outputs: cl
 probabilities, sigmoid outputs or regression values), which saves as one ``.keras`` file, so the
 logged pyfunc model, serving and the champion's paired test take it as they take a single MLP.
 
+:func:`settle_model` makes the job's model: the re-check's winner, or the chosen average.
+
 Every score here is computed the same way, from predictions (the data loss and the task's
 metrics, as ``keras.Model.evaluate`` reports them), so a single member and an average compare
 like with like (a member's own ``val_loss`` also holds its L2 penalty).
@@ -16,8 +18,11 @@ like with like (a member's own ``val_loss`` also holds its L2 penalty).
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -25,9 +30,14 @@ import numpy as np
 from tuning.data import Dataset
 from tuning.data.encoding import load_keras
 from tuning.model import compile_for_task
-from tuning.train import best_first
+from tuning.objective import Objective
 
-__all__ = ["Choice", "Member", "average", "choose"]
+if TYPE_CHECKING:
+    from tuning.engines.base import JobContext
+    from tuning.recheck import Rechecked
+    from tuning.trial import Kept, ModelKeeper
+
+__all__ = ["Choice", "Member", "average", "choose", "settle_model"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +91,8 @@ def choose(
     Returns:
         The best-scoring top-n average; ties go to the smaller n.
     """
-    rank = best_first(direction)
-    ranked = sorted(members, key=lambda m: rank(m.value))[: max(top, 1)]
+    objective = Objective(metric, direction)  # type: ignore[arg-type]
+    ranked = objective.ranked(members, lambda m: m.value)[: max(top, 1)]
     scorer = _scorer(data, loss=loss, output_activation=output_activation)
     key = metric.removeprefix("val_")
     total: np.ndarray | None = None
@@ -95,7 +105,7 @@ def choose(
             return_dict=True,
         )  # fmt: skip
         scores.append(float(result[key]))
-    best = min(range(len(scores)), key=lambda i: rank(scores[i]))  # ties: the smaller n
+    best = min(range(len(scores)), key=lambda i: objective.sort_key(scores[i]))  # ties: smaller n
     return Choice(ranked=ranked, scores=scores, n=best + 1)
 
 
@@ -118,3 +128,78 @@ def _scorer(data: Dataset, *, loss: str, output_activation: str) -> keras.Model:
     inputs = keras.Input(shape=shape, name="predictions")
     model = keras.Model(inputs, keras.layers.Identity(name="same")(inputs), name="scorer")
     return compile_for_task(model, data, loss=loss, output_activation=output_activation)
+
+
+def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
+    """Make the job's model the re-check's winner (the best of its runs), or, with
+    ``study.ensemble_top`` of 2 or more, an average of the job's best models where it scores
+    better on the validation rows than the best alone.
+
+    The candidates: the search's kept models (its ``ensemble_top`` best) and every re-run,
+    ranked by their own validation value (:func:`choose`). Where no average beats the best
+    alone, the model stays the re-check's winner.
+    """
+    models, exp = ctx.runner.models, ctx.exp
+    winner = _winner(models, checked)
+    if winner is None:
+        return
+    models.adopt(winner.path, winner.value, winner.number)
+    candidates = [_kept_member(k) for k in models.kept]
+    for c in checked:
+        candidates += _run_members(c)
+    top = exp.study.ensemble_top
+    if top < 2 or len(candidates) < 2 or not models.enabled:
+        return
+    started = time.perf_counter()
+    settings = {"loss": exp.training.loss, "output_activation": exp.training.output_activation}
+    metric = exp.objective.metric
+    choice = choose(
+        candidates, data=ctx.data, metric=metric, direction=exp.objective.direction, top=top,
+        **settings,
+    )  # fmt: skip
+    labels = [m.label for m in choice.members] if choice.n > 1 else [winner.label]
+    table = {
+        "ranked": [dataclasses.asdict(m) | {"path": None} for m in choice.ranked],
+        "scores": choice.scores,
+        "chosen": labels,
+    }
+    ctx.parent.log_text(json.dumps(table, indent=2), "ensemble.json")
+    shown = ", ".join(f"{s:.4f}" for s in choice.scores)
+    if choice.n == 1:
+        ctx.say(f"ensemble: no average beats the best alone ({metric} of the top 1..n: {shown})")
+        return
+    model = average([m.path for m in choice.members], data=ctx.data, **settings)
+    path = models.save(model, "ensemble.keras")
+    models.adopt(path, choice.value, choice.members[0].number, single=winner, members=labels)
+    ctx.say(
+        f"ensemble: {len(labels)} models ({', '.join('#' + x for x in labels)}) score {metric} "
+        f"{choice.value:.4f} together (top 1..n: {shown}) in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _winner(models: ModelKeeper, checked: list[Rechecked]) -> Member | None:
+    """The model the job keeps without an ensemble: the best run of the re-check's winner
+    (``checked[0]``), else the search's best."""
+    kept = {k.number: k for k in models.kept}
+    if checked:
+        c = checked[0]
+        runs = _run_members(c)
+        if c.number in kept:
+            runs.append(_kept_member(kept[c.number]))
+        if runs:
+            return models.exp.objective.ranked(runs, lambda m: m.value)[0]
+    return _kept_member(models.kept[0]) if models.kept else None
+
+
+def _kept_member(k: Kept) -> Member:
+    """One of the search's kept models as an ensemble candidate (labelled by its trial)."""
+    return Member(str(k.number), k.number, k.value, k.path)
+
+
+def _run_members(c: Rechecked) -> list[Member]:
+    """``c``'s re-runs that trained, as ensemble candidates (``7r1``: trial 7's first re-run)."""
+    return [
+        Member(f"{c.number}r{i}", c.number, v, p)
+        for i, (v, p) in enumerate(zip(c.values, c.paths, strict=True), start=1)
+        if v is not None and p is not None
+    ]

@@ -9,7 +9,6 @@ talk to MLflow (``tracking.py`` uploads what this returns) and does not train an
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from tuning import records  # noqa: E402
+from tuning.objective import Objective  # noqa: E402
 from tuning.process import is_dead  # noqa: E402
 
 __all__ = [
@@ -49,9 +50,8 @@ def running_liveness(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, in
     for t in trials:
         if t.state != optuna.trial.TrialState.RUNNING:
             continue
-        recorded = t.user_attrs.get("process")
-        ok = isinstance(recorded, dict) and recorded.get("trial") == t.number
-        dead = is_dead(recorded) if ok else None
+        recorded = records.process_of(t)
+        dead = is_dead(recorded) if recorded is not None else None
         out["elsewhere" if dead is None else "dead" if dead else "live"] += 1
     return out
 
@@ -66,20 +66,18 @@ def trials_table(study: optuna.Study) -> list[dict[str, object]]:
     """One row per trial: number, state, value, params, epochs, seconds, n_params, reason."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        fixed = {
-            k.removeprefix("fixed."): v for k, v in t.user_attrs.items() if k.startswith("fixed.")
-        }
+        attrs = t.user_attrs
         rows.append(
             {
                 "number": t.number,
                 "state": t.state.name.lower(),
                 "value": t.value,
-                **{f"params_{k}": v for k, v in {**t.params, **fixed}.items()},
-                "epochs_trained": t.user_attrs.get("epochs_trained"),
-                "train_seconds": t.user_attrs.get("train_seconds"),
-                "n_params": t.user_attrs.get("n_params"),
-                "reason": t.user_attrs.get("reason", ""),
-                "mlflow_run_id": t.user_attrs.get("mlflow_run_id", ""),
+                **{f"params_{k}": v for k, v in records.params(t).items()},
+                records.EPOCHS_TRAINED: attrs.get(records.EPOCHS_TRAINED),
+                records.TRAIN_SECONDS: attrs.get(records.TRAIN_SECONDS),
+                records.N_PARAMS: attrs.get(records.N_PARAMS),
+                records.REASON: attrs.get(records.REASON, ""),
+                records.MLFLOW_RUN_ID: records.run_id(t),
             }
         )
     return rows
@@ -100,14 +98,10 @@ def write_job_reports(
 
     done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     if done:
-        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         fig, ax = plt.subplots(figsize=(7, 4))
         xs = [t.number for t in done]
         ys = [float(t.value) for t in done if t.value is not None]
-        best, running = [], (-math.inf if maximize else math.inf)
-        for y in ys:
-            running = max(running, y) if maximize else min(running, y)
-            best.append(running)
+        best = Objective.of_study(study).running_best(ys)
         ax.scatter(xs, ys, s=14, label=f"trial {metric}")
         ax.step(xs, best, where="post", color="C3", label="best so far")
         ax.set_xlabel("trial")
@@ -122,10 +116,10 @@ def write_job_reports(
         paths += _optuna_plots(study, out_dir)
 
     if histories:
-        ranked = sorted(
+        objective = Objective.of_study(study, metric)
+        ranked = objective.ranked(
             (n for n in histories if metric in histories[n]),
-            key=lambda n: (max if _maximize(study) else min)(histories[n][metric]),
-            reverse=_maximize(study),
+            lambda n: objective.best(histories[n][metric]),
         )[:5]
         if ranked:
             fig, ax = plt.subplots(figsize=(7, 4))
@@ -196,8 +190,9 @@ def results_table(study: optuna.Study, *, top: int = 5) -> list[str]:
         attrs = t.user_attrs
         params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
         lines.append(
-            f"{t.number:>5}  {t.value:>8.4f}  {attrs.get('epochs_trained', ''):>6}  "
-            f"{attrs.get('train_seconds', 0.0):>7.1f}  {attrs.get('n_params', ''):>8}  {params}"
+            f"{t.number:>5}  {t.value:>8.4f}  {attrs.get(records.EPOCHS_TRAINED, ''):>6}  "
+            f"{attrs.get(records.TRAIN_SECONDS, 0.0):>7.1f}  "
+            f"{attrs.get(records.N_PARAMS, ''):>8}  {params}"
         )
     return lines
 
@@ -205,8 +200,7 @@ def results_table(study: optuna.Study, *, top: int = 5) -> list[str]:
 def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Complete trials, best first."""
     done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
-    sign = -1.0 if _maximize(study) else 1.0
-    return sorted(done, key=lambda t: sign * float(t.value))  # type: ignore[arg-type]
+    return Objective.of_study(study).ranked(done, lambda t: float(t.value))  # type: ignore[arg-type]
 
 
 def _short(v: object) -> str:
@@ -250,8 +244,8 @@ def summary_markdown(
             f"{gap:.4f} and the median complete trial ({median:.4f}) by "
             f"{abs(best.value - median):.4f}."  # type: ignore[operator]
         )
-    n_params = best.user_attrs.get("n_params")
-    epochs = best.user_attrs.get("epochs_trained")
+    n_params = best.user_attrs.get(records.N_PARAMS)
+    epochs = best.user_attrs.get(records.EPOCHS_TRAINED)
     if n_params:
         lines.append(
             f"Its network has {int(n_params):,} parameters and trained for {epochs} epochs "
@@ -261,10 +255,6 @@ def summary_markdown(
         scores = ", ".join(f"{k} = {v:.4f}" for k, v in test_scores.items())
         lines.append(f"This job's best model on the held-out test split: {scores}.")
     return "\n".join(lines) + "\n"
-
-
-def _maximize(study: optuna.Study) -> bool:
-    return study.direction == optuna.study.StudyDirection.MAXIMIZE
 
 
 def compare_studies(
@@ -310,8 +300,8 @@ def compare_studies(
             test_score=test_scores.get(study.study_name),
             trials_to_within=reached_trials,
             seconds_to_within=reached_seconds,
-            best_n_params=best.user_attrs.get("n_params"),
-            best_epochs=best.user_attrs.get("epochs_trained"),
+            best_n_params=best.user_attrs.get(records.N_PARAMS),
+            best_epochs=best.user_attrs.get(records.EPOCHS_TRAINED),
             best_trial=best.number,
         )
         rows.append(row)
@@ -322,7 +312,7 @@ def best_so_far_plot(studies: list[optuna.Study], *, metric: str, path: Path) ->
     """Best-so-far validation score against wall-clock seconds, one line per study."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for study in studies:
-        maximize = _maximize(study)
+        objective = Objective.of_study(study)
         trials = sorted(
             (t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None),
             key=lambda t: t.datetime_start,  # type: ignore[arg-type,return-value]
@@ -335,7 +325,7 @@ def best_so_far_plot(studies: list[optuna.Study], *, metric: str, path: Path) ->
             if t.value is None or t.datetime_complete is None:
                 continue
             v = float(t.value)
-            best = v if best is None else (max(best, v) if maximize else min(best, v))
+            best = v if objective.better(v, best) else best
             xs.append((t.datetime_complete - start).total_seconds())  # type: ignore[operator]
             ys.append(best)
         ax.step(xs, ys, where="post", label=study.study_name)

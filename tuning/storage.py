@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 
-from tuning import process
+from tuning import process, records
 from tuning.config import Experiment, redact
 from tuning.errors import ConfigError
 
@@ -208,14 +208,12 @@ def fail_dead_trials(study: optuna.Study, *, max_retries: int) -> list[int]:
     )
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        recorded = t.user_attrs.get("process")
-        if not isinstance(recorded, dict) or recorded.get("trial") != t.number:
-            continue
-        if process.is_dead(recorded) is not True:
+        recorded = records.process_of(t)
+        if recorded is None or process.is_dead(recorded) is not True:
             continue
         reason = f"its process {recorded['pid']} on {recorded['host']} died"
         try:  # the reason first: a finished trial cannot be changed
-            storage.set_trial_user_attr(t._trial_id, "reason", reason)
+            storage.set_trial_user_attr(t._trial_id, records.REASON, reason)
             if not storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:  # another job failed it first

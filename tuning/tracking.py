@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT  # noqa: E402
 
 from tuning import process  # noqa: E402
+from tuning.champion import Decision, Standing  # noqa: E402
 from tuning.config import redact  # noqa: E402
 from tuning.errors import ConfigError  # noqa: E402
 
@@ -257,29 +258,16 @@ class Champion:
         return f"registered {self.name} v{self.version} as a challenger ({self.reason})"
 
 
-class TrialRun:
-    """The child run of one trial; metrics go straight to the store as they come."""
+class Run:
+    """One MLflow run, written through the client straight to the store: the base of the
+    trial's and the job's runs (metrics, tags, params, files, its end)."""
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
-        self.epochs = 0
-        self.state = "running"
 
-    def log_epoch(self, epoch: int, logs: Mapping[str, float]) -> None:
-        """Log every metric of one epoch, ``step`` = epoch (0-based, as Keras counts)."""
-        self.epochs = epoch + 1
-        ts = _now_ms()
-        metrics = [
-            Metric(key=k, value=float(v), timestamp=ts, step=epoch)
-            for k, v in logs.items()
-            if math.isfinite(float(v))
-        ]
-        if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics)
-
-    def log_metrics(self, metrics: Mapping[str, float]) -> None:
-        """Log final metrics (no step)."""
+    def log_metrics(self, metrics: Mapping[str, float | None]) -> None:
+        """Log final metrics (no step); ``None`` and non-finite values are left out."""
         ts = _now_ms()
         batch = [
             Metric(key=k, value=float(v), timestamp=ts, step=0)
@@ -295,47 +283,58 @@ class TrialRun:
             self.run_id, tags=[RunTag(k, _param_value(v)) for k, v in tags.items()]
         )
 
-
-class ParentRun:
-    """The parent run of one job."""
-
-    def __init__(self, tracker: Tracker, run_id: str) -> None:
-        self.tracker = tracker
-        self.run_id = run_id
-
-    @property
-    def client(self) -> MlflowClient:
-        return self.tracker.client
-
     def log_params(self, params: Mapping[str, object]) -> None:
         """Log params, flattening nested mappings to dotted keys."""
-        flat = _flatten(params)
-        items = [Param(k, _param_value(v)) for k, v in flat.items()]
+        items = [Param(k, _param_value(v)) for k, v in _flatten(params).items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
-
-    def log_metrics(self, metrics: Mapping[str, float | None]) -> None:
-        """Log metrics of the job (no step)."""
-        TrialRun(self.client, self.run_id).log_metrics(
-            {k: v for k, v in metrics.items() if v is not None}
-        )
-
-    def set_tags(self, tags: Mapping[str, object]) -> None:
-        """Set tags on the parent run."""
-        TrialRun(self.client, self.run_id).set_tags(tags)
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         """Upload one file."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_text(self, text: str, name: str) -> None:
+        """Upload a text artifact."""
+        self.client.log_text(self.run_id, text, name)
+
+    def end(self, status: str) -> None:
+        """End the run with FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(self.run_id, status=status)
+
+
+class TrialRun(Run):
+    """The child run of one trial (or of a re-check's re-run); metrics go straight to the store
+    as they come."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        super().__init__(client, run_id)
+        self.epochs = 0
+        self.state = "running"
+
+    def log_epoch(self, epoch: int, logs: Mapping[str, float]) -> None:
+        """Log every metric of one epoch, ``step`` = epoch (0-based, as Keras counts)."""
+        self.epochs = epoch + 1
+        ts = _now_ms()
+        metrics = [
+            Metric(key=k, value=float(v), timestamp=ts, step=epoch)
+            for k, v in logs.items()
+            if math.isfinite(float(v))
+        ]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+
+class ParentRun(Run):
+    """The parent run of one job."""
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        super().__init__(tracker.client, run_id)
+        self.tracker = tracker
+
     def log_inputs(self, inputs: Mapping[str, DatasetInput]) -> None:
         """Log the job's data splits as this run's dataset inputs; trials get theirs too."""
         self.tracker.data_inputs = [inputs[s] for s in TRIAL_SPLITS if s in inputs]
         _log_inputs(self.client, self.run_id, [inputs[s] for s in JOB_SPLITS if s in inputs])
-
-    def log_text(self, text: str, name: str) -> None:
-        """Upload a text artifact."""
-        self.client.log_text(self.run_id, text, name)
 
     def log_model(
         self,
@@ -384,7 +383,7 @@ class ParentRun:
             )
         return str(info.model_uri)
 
-    def register_champion(
+    def register_model(
         self,
         *,
         name: str,
@@ -393,24 +392,10 @@ class ParentRun:
         metric: str,
         direction: str,
         data_key: str,
-        trial: int,
-        compare: Callable[[str, str], tuple[str, float]] | None = None,
-        alpha: float = 0.05,
-    ) -> Champion:
-        """Register the model as a new version; move ``@champion`` to it only if it is better.
-
-        Better means a better validation ``metric`` value than the current champion's, on the
-        same metric and the same data (``data_key``), and, with ``compare``, by more than noise:
-        ``compare(new_uri, champion_uri)`` runs a paired test of the two models on the same
-        validation rows and its p-value must be below ``alpha``. Every version after the first
-        records ``champion_test``, ``champion_p_value`` and ``champion_decision`` (moved or
-        stayed, and why). A version that is not better stays, tagged ``role=challenger``; the
-        first version of a model becomes the champion.
-
-        Returns:
-            What happened, for the job's output and the parent run's tags.
-        """
-        client = self.client
+        trial: int | None,
+    ) -> str:
+        """Register the logged model as a new version of ``name``, tagged with what it was
+        scored on (read back by :meth:`champion_standing`); returns the version."""
         tags = {
             "study": self.tracker.study,
             "trial": str(trial),
@@ -420,54 +405,43 @@ class ParentRun:
             "data": data_key,
             "parent_run_id": self.run_id,
         }
-        version = mlflow.register_model(model_uri, name, tags=tags).version
-        try:
-            current = client.get_model_version_by_alias(name, CHAMPION)
-        except mlflow.exceptions.MlflowException:
-            current = None
-        reason = "first version of this model"
-        promote = current is None
-        if current is not None:
-            ct = current.tags
-            test, p_value = "none", float("nan")
-            if ct.get("metric") != metric or ct.get("data") != data_key:
-                reason = (
-                    f"champion v{current.version} was scored on {ct.get('metric')!r} / other "
-                    "data; not comparable"
-                )
-            else:
-                best = float(ct["value"])
-                better = value < best if direction == "minimize" else value > best
-                reason = f"{metric} {value:.4f} vs champion v{current.version} {best:.4f}"
-                promote = better
-                if compare is not None:  # the same validation rows: a paired test
-                    test, p_value = compare(model_uri, f"models:/{name}/{current.version}")
-                    promote = better and p_value < alpha
-                    verdict = "below" if p_value < alpha else "not below"
-                    reason += f"; {test} p={p_value:.3g} {verdict} alpha {alpha:g}"
-                    if better and not promote:
-                        reason += " (within noise)"
-            decision = f"{'moved' if promote else 'stayed'}: {reason}"
-            client.set_model_version_tag(name, str(version), "champion_test", test)
-            client.set_model_version_tag(
-                name,
-                str(version),
-                "champion_p_value",
-                "" if math.isnan(p_value) else repr(p_value),
-            )
-            client.set_model_version_tag(name, str(version), "champion_decision", decision)
-        role = CHAMPION if promote else "challenger"
-        client.set_model_version_tag(name, str(version), "role", role)
-        if promote:
-            if current is not None:
-                client.set_model_version_tag(name, current.version, "role", "former champion")
-            client.set_registered_model_alias(name, CHAMPION, str(version))
-        self.set_tags({"registered_model": name, "registered_version": version, "role": role})
-        return Champion(name=name, version=str(version), promoted=promote, reason=reason)
+        return str(mlflow.register_model(model_uri, name, tags=tags).version)
 
-    def end(self, status: str) -> None:
-        """End the parent run with FINISHED, FAILED or KILLED."""
-        self.client.set_terminated(self.run_id, status=status)
+    def champion_standing(self, name: str) -> Standing | None:
+        """The version ``@champion`` points at, as its tags record it; ``None`` when none does."""
+        try:
+            current = self.client.get_model_version_by_alias(name, CHAMPION)
+        except mlflow.exceptions.MlflowException:
+            return None
+        tags = current.tags
+        value = tags.get("value")
+        return Standing(
+            version=str(current.version),
+            metric=tags.get("metric"),
+            data=tags.get("data"),
+            value=float(value) if value is not None else None,
+        )
+
+    def record_champion(self, name: str, version: str, decision: Decision) -> Champion:
+        """Record ``decision`` on version ``version`` of ``name``: the test, its p-value and
+        the decision as tags (on every version weighed against a champion), its ``role``, and
+        ``@champion`` moved where it promotes; the parent run is tagged with the outcome."""
+        client = self.client
+        if decision.against is not None:
+            p_value = "" if math.isnan(decision.p_value) else repr(decision.p_value)
+            client.set_model_version_tag(name, version, "champion_test", decision.test)
+            client.set_model_version_tag(name, version, "champion_p_value", p_value)
+            client.set_model_version_tag(name, version, "champion_decision", decision.text)
+        role = CHAMPION if decision.promote else "challenger"
+        client.set_model_version_tag(name, version, "role", role)
+        if decision.promote:
+            if decision.against is not None:
+                client.set_model_version_tag(name, decision.against, "role", "former champion")
+            client.set_registered_model_alias(name, CHAMPION, version)
+        self.set_tags({"registered_model": name, "registered_version": version, "role": role})
+        return Champion(
+            name=name, version=version, promoted=decision.promote, reason=decision.reason
+        )
 
 
 class Tracker:
@@ -576,8 +550,7 @@ class Tracker:
         status, state, reason = "FINISHED", "complete", None
         try:
             if params:
-                items = [Param(k, _param_value(v)) for k, v in params.items()]
-                self.client.log_batch(trial_run.run_id, params=items)
+                trial_run.log_params(params)
             if self.data_inputs:
                 _log_inputs(self.client, trial_run.run_id, self.data_inputs)
             yield trial_run
@@ -599,7 +572,7 @@ class Tracker:
                     tags["reason"] = reason[:_PARAM_MAX]
                 trial_run.set_tags(tags)
             finally:
-                self.client.set_terminated(trial_run.run_id, status=status)
+                trial_run.end(status)
 
     def close_dead_jobs(self) -> int:
         """End parent runs of this study left RUNNING by a job on this host that no longer runs.
@@ -659,6 +632,33 @@ class Tracker:
                 self.client.set_terminated(run.info.run_id, status="KILLED")
                 closed += 1
         return closed
+
+
+def store_exists(uri: str) -> bool:
+    """Whether there is a tracking store to read at ``uri``: a SQLite file that is not there
+    yet is not (and looking must not create it); any other store is taken to exist."""
+    return not (
+        uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+    )
+
+
+def champions_by_study(uri: str) -> dict[str, str]:
+    """Study name -> ``MODEL vN`` of the registered models whose ``@champion`` came from that
+    study; empty where there is no store or no registry to read (it is optional to callers)."""
+    if not store_exists(uri):
+        return {}  # no store yet: do not create one by looking
+    try:
+        client = MlflowClient(uri)
+        out = {}
+        for model in client.search_registered_models():
+            if CHAMPION in (model.aliases or {}):
+                version = client.get_model_version_by_alias(model.name, CHAMPION)
+                study = version.tags.get("study")
+                if study:
+                    out[study] = f"{model.name} v{version.version}"
+        return out
+    except Exception:  # the registry is optional here: the studies are what was asked for
+        return {}
 
 
 def find_test_scores(uri: str, picks: Mapping[str, int]) -> dict[str, float | None]:
@@ -721,7 +721,7 @@ def log_comparison(
     try:
         for path in files:
             client.log_artifact(run.info.run_id, str(path))
-        TrialRun(client, run.info.run_id).log_metrics(metrics)
+        Run(client, run.info.run_id).log_metrics(metrics)
     except BaseException:
         client.set_terminated(run.info.run_id, status="FAILED")
         raise

@@ -19,6 +19,7 @@ import numpy as np
 
 from tuning.data import Dataset
 from tuning.errors import StopTraining, TrialFailed
+from tuning.objective import Objective
 
 __all__ = ["EpochHook", "FitResult", "StopTraining", "fit", "fresh_session"]
 
@@ -110,14 +111,6 @@ def full_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[np.ndar
     return np.concatenate([x, x[extra]]), np.concatenate([y, y[extra]])
 
 
-def best_first(direction: str) -> Callable[[float], float]:
-    """A sort key on objective values that puts the best first (``sorted(.., key=...)``,
-    ``min(.., key=...)``) for ``direction`` ``maximize`` or ``minimize``."""
-    if direction == "maximize":
-        return lambda value: -value
-    return lambda value: value
-
-
 def best_of(hist: Mapping[str, list[float]], *, monitor: str, direction: str) -> tuple[float, int]:
     """The best finite value of ``monitor`` in a fit's history, and its (first) epoch.
 
@@ -139,10 +132,9 @@ def best_of(hist: Mapping[str, list[float]], *, monitor: str, direction: str) ->
     finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
     if not finite:
         raise TrialFailed(f"{monitor} was never finite; training diverged")
-    value, best_epoch = (min if direction == "minimize" else max)(finite)
-    if direction == "maximize":
-        # max() on (value, index) takes the last of equal values; report the first, as Keras does.
-        best_epoch = next(i for v, i in finite if v == value)
+    # The first of equal best values, as Keras reports it (min() keeps the first it meets).
+    objective = Objective(monitor, direction)  # type: ignore[arg-type]
+    value, best_epoch = min(finite, key=lambda vi: objective.sort_key(vi[0]))
     return value, best_epoch
 
 
@@ -183,7 +175,7 @@ def fit(
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model. Received: {model!r} of type {type(model)}")
-    mode = "min" if direction == "minimize" else "max"
+    mode = Objective(monitor, direction).keras_mode  # type: ignore[arg-type]
     callbacks: list[keras.callbacks.Callback] = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.EarlyStopping(

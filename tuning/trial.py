@@ -1,10 +1,21 @@
-"""One trial's training, the same for every engine: build -> train -> keep the job's best model.
+"""One configuration's trial, written once: build -> train -> record -> keep, for every engine.
 
-Owns :class:`Trainer`: a fresh Keras session and the trial's seed before each build, the fit with
-the experiment's early stopping (``train.fit``), the seconds spent building, compiling and
-fitting, the job's best model so far (a ``.keras`` file in a temporary folder) and, at the end,
-that model scored on the test split and logged on the parent run. It works in plain values
-(parameters in, a :class:`~tuning.train.FitResult` out) and knows nothing of Optuna or KerasTuner.
+Owns :class:`TrialRunner`, the one place that runs a configuration (as scikit-learn's
+``_fit_and_score`` is for its searches): it opens the trial's MLflow run (``Tracker.trial_run``,
+ended FINISHED/FAILED/KILLED whatever happens), builds and trains the model with the hooks an
+engine gives it, logs every epoch and the trial's figures, keeps the model if it is among the
+job's best, and returns a plain :class:`TrialResult`. Both engines and the re-check call it; an
+engine only chooses configurations and adds its per-epoch hook (report and prune, its slice of
+the budget). Its parts, each owning its own state:
+
+- :class:`Trainer`: Keras. A fresh session and the trial's seed before each build, the fit with
+  the experiment's early stopping (``train.fit``), the seconds spent building, compiling and
+  fitting.
+- :class:`ModelKeeper`: the job's kept models (the best, or the top ``study.ensemble_top`` for an
+  ensemble) as ``.keras`` files in a temporary folder, the model the job adopts in the end (the
+  re-check's winner, an ensemble), and that model scored on the test split and logged.
+
+It knows nothing of Optuna or KerasTuner.
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ import dataclasses
 import math
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,14 +36,26 @@ from tuning import backend, train
 from tuning.config import Experiment
 from tuning.data import Dataset
 from tuning.data.encoding import decode, load_keras
+from tuning.engines.base import check_stop
 from tuning.model import build_model, compile_for_task
-from tuning.tracking import ParentRun
-from tuning.train import EpochHook, FitResult, best_first
+from tuning.tracking import ParentRun, Tracker, TrialRun
+from tuning.train import EpochHook, FitResult
 
 if TYPE_CHECKING:
     from tuning.ensemble import Member
 
-__all__ = ["Kept", "ParamValue", "Params", "Trainer", "compile_seconds", "is_finite"]
+__all__ = [
+    "Kept",
+    "ModelKeeper",
+    "ParamValue",
+    "Params",
+    "Trainer",
+    "TrialResult",
+    "TrialRunner",
+    "compile_seconds",
+    "is_finite",
+    "validation_truth",
+]
 
 ParamValue = bool | int | float | str | None
 Params = Mapping[str, ParamValue]
@@ -77,37 +100,47 @@ class Kept:
     path: Path
 
 
-class Trainer:
-    """Builds and trains each trial's model and keeps the job's best one.
+@dataclasses.dataclass
+class TrialResult:
+    """What running one configuration produced (:meth:`TrialRunner.run`).
 
     Attributes:
-        best_value: The best objective value among this job's trials (``None`` before one).
-        best_trial: Its trial number.
-        best_model_path: Where that model is saved (``None`` until one is).
-        trials_run: Trials this job started.
-        timings: Seconds summed over trials: ``build``, ``fit`` (hooks and compile included),
-            ``hooks`` (the engine's per-epoch reporting) and ``compile``.
-        histories: Trial number -> its per-epoch metrics.
+        number: The trial's number.
+        run_id: Its MLflow run.
+        epochs: Epochs trained (logged), also when the trial failed or was pruned.
+        seconds: Wall time from the build to the end.
+        n_params: The model's parameters (``None`` when the build failed).
+        fit: The fit's result; ``None`` until it returned.
+        path: Where a re-check's model was saved (``None`` for a search's trial: the
+            :class:`ModelKeeper` decides whether that one is kept).
     """
 
-    def __init__(self, exp: Experiment, *, data: Dataset, parent: ParentRun) -> None:
+    number: int
+    run_id: str
+    epochs: int = 0
+    seconds: float = 0.0
+    n_params: int | None = None
+    fit: FitResult | None = None
+    path: Path | None = None
+
+    @property
+    def value(self) -> float | None:
+        """The objective value (the best epoch's), ``None`` before the fit returned."""
+        return self.fit.value if self.fit is not None else None
+
+
+class Trainer:
+    """Builds and trains a configuration's model (Keras), summing where the seconds went.
+
+    Attributes:
+        timings: Seconds summed over trials: ``build``, ``fit`` (hooks and compile included),
+            ``hooks`` (the engine's per-epoch reporting) and ``compile``.
+    """
+
+    def __init__(self, exp: Experiment, *, data: Dataset) -> None:
         self.exp = exp
         self.data = data
-        self.parent = parent
-        self.tmp = tempfile.TemporaryDirectory(prefix="tuning-")
-        self.best_value: float | None = None
-        self.best_trial: int | None = None
-        self.best_model_path: Path | None = None
-        # The search's best models (best first): one, or study.ensemble_top for an ensemble.
-        self.kept: list[Kept] = []
-        self.keep_n = max(exp.study.ensemble_top, 1)
-        # With an ensemble as the job's model: the best alone (scored on test beside it) and
-        # the members' labels ("7", "7r1": trial 7 and its first re-run).
-        self.single: Member | None = None
-        self.members: list[str] = []
-        self.trials_run = 0
         self.timings: dict[str, float] = {"build": 0.0, "fit": 0.0, "hooks": 0.0, "compile": 0.0}
-        self.histories: dict[int, dict[str, list[float]]] = {}
 
     def logged_params(
         self, params: Params, *, max_epochs: int | None = None
@@ -176,47 +209,88 @@ class Trainer:
             self.timings["fit"] += time.perf_counter() - fit_start
             self.timings["compile"] += compile_seconds(fit_start, hooks)
 
-    def keep_if_best(self, model: keras.Model, value: float, number: int) -> None:
-        """Save ``model`` when it is among the job's ``keep_n`` best so far (the best of them
-        is the job's best model)."""
-        if self.exp.tracking.log_models == "none":
-            return
-        if len(self.kept) >= self.keep_n and not self.better(value, self.kept[-1].value):
-            return
-        path = Path(self.tmp.name) / f"trial-{number}.keras"
+
+class ModelKeeper:
+    """The job's kept models, and the one model the job ends with.
+
+    During the search, :meth:`offer` keeps each trial's model that is among the job's
+    ``keep_n`` best (``study.ensemble_top``, at least 1); afterwards the job may :meth:`adopt`
+    another saved model (the re-check's winner, an ensemble) as its best, and :meth:`log_best`
+    scores that one on the test split and logs it. Files live in one temporary folder,
+    deleted by :meth:`cleanup`.
+
+    Attributes (read them; only this class's methods change them):
+        kept: The search's kept models, best first.
+        best_value: The job's model's objective value (``None`` before one).
+        best_trial: Its trial number.
+        best_model_path: Where it is saved (``None`` until one is).
+        single: With an ensemble as the job's model: the best member alone.
+        members: The ensemble's members' labels (``7``, ``7r1``); empty without one.
+    """
+
+    def __init__(self, exp: Experiment, *, data: Dataset) -> None:
+        self.exp = exp
+        self.data = data
+        self.tmp = tempfile.TemporaryDirectory(prefix="tuning-")
+        self.keep_n = max(exp.study.ensemble_top, 1)
+        self.enabled = exp.tracking.log_models != "none"
+        self.kept: list[Kept] = []
+        self.best_value: float | None = None
+        self.best_trial: int | None = None
+        self.best_model_path: Path | None = None
+        self.single: Member | None = None
+        self.members: list[str] = []
+
+    def save(self, model: keras.Model, name: str) -> Path:
+        """Save ``model`` in the keeper's folder as ``name`` (``.keras``); returns its path."""
+        path = Path(self.tmp.name) / name
         model.save(path)
-        self.kept.append(Kept(value, number, path))
-        rank = best_first(self.exp.objective.direction)
-        self.kept.sort(key=lambda k: rank(k.value))
+        return path
+
+    def offer(self, model: keras.Model, value: float, number: int) -> None:
+        """Save ``model`` when it is among the job's ``keep_n`` best so far (the best of them
+        is the job's best model); nothing with ``log_models: none``."""
+        objective = self.exp.objective
+        if not self.enabled:
+            return
+        if len(self.kept) >= self.keep_n and not objective.better(value, self.kept[-1].value):
+            return
+        path = self.save(model, f"trial-{number}.keras")
+        self.kept = objective.ranked([*self.kept, Kept(value, number, path)], lambda k: k.value)
         for dropped in self.kept[self.keep_n :]:
             dropped.path.unlink(missing_ok=True)
         del self.kept[self.keep_n :]
-        if self.better(value, self.best_value):
+        if objective.better(value, self.best_value):
             self.best_value, self.best_trial, self.best_model_path = value, number, path
 
-    def adopt(self, path: Path, value: float, number: int) -> None:
-        """Make the model saved at ``path`` the job's best (the re-check's, an ensemble)."""
+    def adopt(
+        self,
+        path: Path,
+        value: float,
+        number: int,
+        *,
+        single: Member | None = None,
+        members: Sequence[str] = (),
+    ) -> None:
+        """Make the model saved at ``path`` the job's (the re-check's winner; an ensemble of
+        ``members``, whose best alone is ``single``)."""
         self.best_value, self.best_trial, self.best_model_path = value, number, path
-
-    def better(self, a: float, b: float | None) -> bool:
-        """Whether objective value ``a`` beats ``b`` (``None``: nothing yet)."""
-        if b is None:
-            return True
-        return a < b if self.exp.objective.direction == "minimize" else a > b
+        self.single, self.members = single, list(members)
 
     def has_best_model(self) -> bool:
         """Whether a model was kept (``log_models: none`` keeps none)."""
         return self.best_model_path is not None and self.best_model_path.exists()
 
-    def log_best_model(self, metrics: dict[str, float | None]) -> str:
-        """Score the job's best model on the test split and log it on the parent run.
+    def log_best(self, parent: ParentRun, metrics: dict[str, float | None]) -> str:
+        """Score the job's model on the test split and log it on the parent run.
 
-        Adds ``test_<metric>`` and ``job_best_value`` to ``metrics``; returns the model's URI.
+        Adds ``test_<metric>`` (and, beside an ensemble, ``single_test_<metric>``) and
+        ``job_best_value`` to ``metrics``; returns the model's URI.
         """
-        data = self.data
+        data, exp = self.data, self.exp
         # The test split is touched here only: to score the job's model (and, beside an
         # ensemble, the best alone, for the record: nothing is chosen by it).
-        assert self.best_model_path is not None, "log_best_model needs has_best_model()"
+        assert self.best_model_path is not None, "log_best needs has_best_model()"
         scored = {"test": self.best_model_path}
         if self.members and self.single is not None:
             scored["single_test"] = self.single.path
@@ -224,8 +298,8 @@ class Trainer:
             model = compile_for_task(
                 load_keras(str(path)),
                 data,
-                loss=self.exp.training.loss,
-                output_activation=self.exp.training.output_activation,
+                loss=exp.training.loss,
+                output_activation=exp.training.output_activation,
             )
             scores = model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
             for k, v in scores.items():
@@ -234,16 +308,16 @@ class Trainer:
         tags: dict[str, object] = {"model_trial": self.best_trial}
         if self.members:
             tags["model_members"] = ",".join(self.members)
-        self.parent.set_tags(tags)
+        parent.set_tags(tags)
         meta = {
             **data.serving_meta(),
             "trial": self.best_trial,
-            "study": self.exp.study_name,
+            "study": exp.study_name,
             "backend": keras.backend.backend(),
             **({"members": self.members} if self.members else {}),
         }
         return str(
-            self.parent.log_model(
+            parent.log_model(
                 keras_path=self.best_model_path,
                 meta=meta,
                 input_example=data.example_rows(5),
@@ -251,15 +325,129 @@ class Trainer:
             )
         )
 
-    def validation_truth(self) -> np.ndarray | pd.DataFrame:
-        """The validation rows' true labels (or values), spelled as the logged model answers:
-        the targets decoded as if a model had predicted them with certainty."""
-        data = self.data
-        y = np.asarray(data.y_valid)
-        if data.task == "multiclass":
-            y = np.eye(data.n_classes or int(y.max()) + 1, dtype=np.float32)[y.astype(int)]
-        return decode(data.serving_meta(), y)
+    def cleanup(self) -> None:
+        """Delete the temporary folder of the kept models."""
+        self.tmp.cleanup()
+
+
+class TrialRunner:
+    """Runs one configuration, the same way for every engine and the re-check.
+
+    Attributes (read them; only this class changes them):
+        trainer: Builds and trains (Keras); its ``timings`` are the job's.
+        models: The job's kept models.
+        trials_run: Trials this job ran (re-checks not counted).
+        histories: Trial number -> its per-epoch metrics (this job's trials).
+    """
+
+    def __init__(
+        self, exp: Experiment, *, data: Dataset, tracker: Tracker, parent: ParentRun
+    ) -> None:
+        self.exp = exp
+        self.tracker = tracker
+        self.parent = parent
+        self.trainer = Trainer(exp, data=data)
+        self.models = ModelKeeper(exp, data=data)
+        self.trials_run = 0
+        self.histories: dict[int, dict[str, list[float]]] = {}
+
+    def run(
+        self,
+        params: Params,
+        *,
+        number: int,
+        max_epochs: int | None = None,
+        hooks: Sequence[EpochHook] = (),
+        seed: int | None = None,
+        recheck: tuple[int, str] | None = None,
+        on_open: Callable[[TrialRun], None] | None = None,
+        on_end: Callable[[TrialResult], None] | None = None,
+    ) -> TrialResult:
+        """Build, train, record and keep one configuration.
+
+        The trial's MLflow run gets the logged params, every epoch's metrics (``step`` = epoch),
+        ``objective`` and ``best_epoch``, a ``cut`` tag when a hook stopped the fit early, and,
+        whatever happens, ``epochs_trained``, ``n_params`` and ``train_seconds``.
+
+        Args:
+            params: The configuration (the search space's names, fixed values included).
+            number: The trial's number (its run's name and, without ``seed``, its seed).
+            max_epochs: Epochs at most (default: ``training.max_epochs``).
+            hooks: Called after each epoch with ``(epoch, logs)``, after the stop check and the
+                epoch's logging; may raise ``optuna.TrialPruned`` (propagates) or
+                :class:`~tuning.errors.StopTraining` (the fit ends with its best weights).
+            seed: Other initial weights than the trial's (a re-check's re-run).
+            recheck: ``(round, trial_run_id)``: this is a re-run of trial ``number``: its run
+                is ``trial-<number>-recheck-<round>`` under the trial's run, its model saved in
+                :attr:`TrialResult.path` and not offered to the keeper, and it is not counted
+                as a trial.
+            on_open: Called with the open run before the build (the engine's records).
+            on_end: Called with the result at the end, also when the trial failed, was pruned
+                or was interrupted (then ``fit`` is ``None``).
+
+        Returns:
+            The trial's result.
+
+        Raises:
+            TrialFailed: the fit diverged or produced no objective (the run ends FAILED).
+            optuna.TrialPruned, KeyboardInterrupt: from a hook or the stop check.
+        """
+        max_epochs = max_epochs or self.exp.training.max_epochs
+        trainer = self.trainer
+        if recheck is None:
+            self.trials_run += 1
+        logged = trainer.logged_params(params, max_epochs=max_epochs)
+        with self.tracker.trial_run(
+            self.parent, number=number, params=logged, recheck=recheck
+        ) as run:
+            result = TrialResult(number, run.run_id)
+            if seed is not None:
+                run.set_tags({"seed": seed})
+            if on_open is not None:
+                on_open(run)
+            started = time.perf_counter()
+
+            def on_epoch(epoch: int, logs: Mapping[str, float]) -> None:
+                check_stop()
+                run.log_epoch(epoch, logs)
+                for hook in hooks:
+                    hook(epoch, logs)
+
+            try:
+                model = trainer.build(params, number=number, max_epochs=max_epochs, seed=seed)
+                result.n_params = int(model.count_params())
+                fit = trainer.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
+                result.fit = fit
+                if fit.stopped:  # complete with the value it reached, tagged as cut
+                    run.set_tags({"cut": fit.stopped})
+                run.log_metrics({"objective": fit.value, "best_epoch": fit.best_epoch})
+                if recheck is None:
+                    self.histories[number] = fit.history
+                    self.models.offer(model, fit.value, number)
+                else:
+                    result.path = self.models.save(model, f"recheck-{number}-{recheck[0]}.keras")
+                return result
+            finally:
+                result.epochs, result.seconds = run.epochs, time.perf_counter() - started
+                run.log_metrics(
+                    {
+                        "epochs_trained": result.epochs,
+                        "n_params": result.n_params,
+                        "train_seconds": result.seconds,
+                    }
+                )
+                if on_end is not None:
+                    on_end(result)
 
     def cleanup(self) -> None:
-        """Delete the temporary folder of the best model."""
-        self.tmp.cleanup()
+        """Delete the kept models' folder."""
+        self.models.cleanup()
+
+
+def validation_truth(data: Dataset) -> np.ndarray | pd.DataFrame:
+    """The validation rows' true labels (or values), spelled as the logged model answers:
+    the targets decoded as if a model had predicted them with certainty."""
+    y = np.asarray(data.y_valid)
+    if data.task == "multiclass":
+        y = np.eye(data.n_classes or int(y.max()) + 1, dtype=np.float32)[y.astype(int)]
+    return decode(data.serving_meta(), y)

@@ -74,7 +74,7 @@ def test_recheck_off_and_fewer_than_two_trials(make_experiment, workdir: Path) -
 def test_time_left_after_a_round_buys_more_rounds(make_experiment, workdir: Path) -> None:
     """Re-runs that stop early leave their budget share unspent: another round uses it (up to
     RECHECK_ROUNDS), each re-run from new weights, and the mean takes every run."""
-    from tuning.job import RECHECK_ROUNDS
+    from tuning.recheck import RECHECK_ROUNDS
 
     exp = make_experiment(
         "rounds", study__n_trials=2, study__recheck_top=2, study__timeout=120,

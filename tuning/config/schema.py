@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tuning.config.space import SearchSpace
+from tuning.objective import Ranking
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -79,8 +80,9 @@ class DatasetConfig(_Model):
         return v
 
 
-class ObjectiveConfig(_Model):
-    """What the study optimizes."""
+class ObjectiveConfig(_Model, Ranking):
+    """What the study optimizes, and which of its values are better
+    (:class:`~tuning.objective.Ranking`: ``better``, ``sort_key``, ``best``, ...)."""
 
     metric: str = Field(
         default="val_loss",

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tuning.config import Experiment
     from tuning.data import Dataset
     from tuning.tracking import ParentRun, Tracker
-    from tuning.trial import Trainer
+    from tuning.trial import TrialRunner
 
 __all__ = ["STOP", "Engine", "JobContext", "Outcome", "Ranked", "Say", "check_stop"]
 
@@ -49,7 +49,8 @@ class JobContext:
         tracker: MLflow for this job; ``tracker.trial_run`` opens each trial's child run.
         parent: This job's parent run.
         say: Where the terminal lines go.
-        trainer: Builds, trains and keeps the job's best model (shared by every engine).
+        runner: Runs one configuration: builds, trains, records and keeps it (shared by every
+            engine and the re-check: ``runner.run``).
         t0: ``time.perf_counter()`` when the job started.
         deadline: ``perf_counter`` time after which no trial starts and the trial in flight
             stops at its next epoch end; ``None`` without a time budget.
@@ -61,7 +62,7 @@ class JobContext:
     tracker: Tracker
     parent: ParentRun
     say: Say
-    trainer: Trainer
+    runner: TrialRunner
     t0: float
     deadline: float | None = None
     progress: bool = False
@@ -110,12 +111,14 @@ class Engine(abc.ABC):
 
     A job calls, in order: :meth:`open` once, :meth:`search` once, then :meth:`outcome` (also
     after an interrupted or failed search), :meth:`reports` and :meth:`summary_lines`, and
-    :meth:`close` last, whatever happened. Every trial must go through
-    ``ctx.tracker.trial_run`` (the MLflow child run, ended FINISHED/FAILED/KILLED whatever
-    happens) and ``ctx.trainer`` (build, train with early stopping, keep the job's best model),
-    so every engine's runs carry the same names; and must call :func:`check_stop` at each epoch
-    end. A trial's problem (:class:`~tuning.errors.TrialFailed`) fails that trial and the search
-    goes on; a KeyboardInterrupt ends the search at once.
+    :meth:`close` last, whatever happened. An engine chooses configurations; every trial runs
+    through ``ctx.runner.run`` (the MLflow child run, ended FINISHED/FAILED/KILLED whatever
+    happens; build, train with early stopping, keep the job's best models; :func:`check_stop`
+    at each epoch end), so every engine's runs carry the same names, and its terminal line
+    comes from :func:`tuning.summary.trial_line`. An engine adds only its per-epoch hook
+    (report, prune, its share of the budget). A trial's problem
+    (:class:`~tuning.errors.TrialFailed`) fails that trial and the search goes on; a
+    KeyboardInterrupt ends the search at once.
 
     Attributes:
         name: The ``study.engine`` value that picks this engine.

@@ -3,9 +3,9 @@
 Owns the KerasTuner side of a job: the tuner (random, bayesian or hyperband) over the same search
 space (``SearchSpace.to_keras_tuner``), its project folder ``kt_studies/<study name>`` in the
 current folder (next to the default Optuna storage file), resumed on the next run
-(``overwrite=False``), and a ``run_trial`` that trains with the job's
-:class:`~tuning.trial.Trainer` and records the trial through ``Tracker.trial_run`` under the same
-parameter, metric and tag names as the Optuna engine. It does not touch the Optuna study
+(``overwrite=False``), and a ``run_trial`` that runs each configuration through the job's
+:class:`~tuning.trial.TrialRunner`, so its runs carry the same parameter, metric and tag names as
+the Optuna engine's. It does not touch the Optuna study
 (``study.storage`` is validated but unused) and does not prune: the pruner settings are ignored.
 Hyperband's ``tuner/epochs`` is the trial's ``max_epochs`` and every trial trains from scratch
 (no warm start from ``tuner/trial_id``'s checkpoint): a simplification that costs time, not
@@ -20,8 +20,11 @@ from pathlib import Path
 import keras_tuner as kt
 
 from tuning.config import Experiment
-from tuning.engines.base import Engine, JobContext, Outcome, Ranked, check_stop
+from tuning.engines.base import Engine, JobContext, Outcome, Ranked
 from tuning.errors import TrialFailed
+from tuning.summary import trial_line
+from tuning.tracking import TrialRun
+from tuning.trial import TrialResult
 
 __all__ = ["KT_DIRECTORY", "KerasTunerEngine"]
 
@@ -47,10 +50,7 @@ def _make_tuner(exp: Experiment, *, engine: KerasTunerEngine) -> kt.Tuner:
     tuner_cls = type(f"Tuning{base.__name__}", (base,), {"run_trial": run_trial})
     kwargs: dict[str, object] = {
         "hypermodel": _HyperModel(),
-        "objective": kt.Objective(
-            exp.objective.metric,
-            direction="min" if exp.objective.direction == "minimize" else "max",
-        ),
+        "objective": kt.Objective(exp.objective.metric, direction=exp.objective.keras_mode),
         "seed": exp.study.seed + 1,  # KerasTuner treats seed 0 as "no seed"
         "directory": str(Path.cwd() / KT_DIRECTORY),
         "project_name": exp.study_name,
@@ -99,50 +99,39 @@ class KerasTunerEngine(Engine):
     def run_trial(self, trial: kt.engine.trial.Trial) -> dict[str, float]:
         """Train one KerasTuner trial and return its objective (KerasTuner's ``run_trial``)."""
         ctx, exp = self.ctx, self.ctx.exp
-        trainer = ctx.trainer
         number = int(trial.trial_id)
         params = exp.space.to_keras_tuner(trial.hyperparameters)
         max_epochs = int(
             trial.hyperparameters.values.get("tuner/epochs") or exp.training.max_epochs
         )
-        logged = trainer.logged_params(params, max_epochs=max_epochs)
-        monitor = exp.objective.metric
-        trainer.trials_run += 1
         self.numbers.add(number)
         started = time.perf_counter()
-        state, value, epochs = "failed", None, 0
+        ended: list[TrialResult] = []  # the runner's result, also of a failed trial
+
+        def opened(run: TrialRun) -> None:
+            self.run_ids[number] = run.run_id
+
+        state = "failed"
         try:
-            with ctx.tracker.trial_run(ctx.parent, number=number, params=logged) as run:
-                self.run_ids[number] = run.run_id
-                n_params = None
-                try:
-                    model = trainer.build(params, number=number, max_epochs=max_epochs)
-                    n_params = int(model.count_params())
-
-                    def on_epoch(epoch: int, logs: dict[str, float]) -> None:
-                        check_stop()
-                        run.log_epoch(epoch, logs)
-
-                    result = trainer.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
-                    trainer.histories[number] = result.history
-                    run.log_metrics({"objective": result.value, "best_epoch": result.best_epoch})
-                    trainer.keep_if_best(model, result.value, number)
-                    state, value = "complete", result.value
-                    return {monitor: result.value}
-                finally:
-                    epochs = run.epochs
-                    seconds = time.perf_counter() - started
-                    run.log_metrics(
-                        {"epochs_trained": epochs, "n_params": n_params, "train_seconds": seconds}
-                    )
+            result = ctx.runner.run(
+                params, number=number, max_epochs=max_epochs, on_open=opened, on_end=ended.append
+            )
+            assert result.value is not None  # the fit returned
+            state = "complete"
+            return {exp.objective.metric: result.value}
         except TrialFailed as e:
             # FAILED in KerasTuner (no retry); the search goes on, as with Optuna's catch=.
             raise kt.errors.FailedTrialError(str(e)) from e
         finally:
-            shown = f"{monitor}={value:.4f}" if value is not None else ""
             ctx.say(
-                f"trial {number:>3} {state:<8} {shown} epochs={epochs} "
-                f"{time.perf_counter() - started:.1f}s"
+                trial_line(
+                    number,
+                    state,
+                    metric=exp.objective.metric,
+                    value=ended[0].value if ended and state == "complete" else None,
+                    epochs=ended[0].epochs if ended else 0,
+                    seconds=time.perf_counter() - started,
+                )
             )
 
     def ranked(self, k: int) -> list[Ranked]:

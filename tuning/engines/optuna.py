@@ -3,9 +3,10 @@
 Owns the Optuna side of a job: the study in ``study.storage`` (always ``load_if_exists``, so the
 same command resumes it; its sampler seeded apart per resume and per worker), dead trials failed
 before new ones start, the sampler and pruner the experiment names, and the objective that ties
-a trial to the parts: ``SearchSpace.suggest`` -> ``Trainer.build`` -> ``Trainer.train``, with
-every epoch reported to Optuna (pruning, the job's deadline) and to the trial's MLflow run. A
-trial's problem (:class:`~tuning.errors.TrialFailed`) fails that trial and the study goes on.
+a trial to the parts: ``SearchSpace.suggest`` -> the job's ``TrialRunner.run``, with a hook that
+reports every epoch to Optuna (pruning, the job's deadline, the trial's slice of the budget),
+and the trial's records in the study (``tuning.records``). A trial's problem
+(:class:`~tuning.errors.TrialFailed`) fails that trial and the study goes on.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from pathlib import Path
 
 import optuna
 
-from tuning import backend, process, report, storage
+from tuning import backend, process, records, report, storage
 from tuning.config import Experiment, PrunerConfig, SamplerConfig, redact
 from tuning.engines.base import Engine, JobContext, Outcome, Ranked, check_stop
 from tuning.errors import ConfigError, StopTraining, TrialFailed
+from tuning.summary import trial_line
 from tuning.tracking import TrialRun
 from tuning.train import EpochHook
-from tuning.trial import Params, is_finite
+from tuning.trial import TrialResult, is_finite
 
 __all__ = ["OptunaEngine", "make_pruner", "make_sampler", "open_study"]
 
@@ -90,19 +92,6 @@ def open_study(exp: Experiment) -> optuna.Study:
     return study
 
 
-def _params(trial: optuna.trial.FrozenTrial) -> dict[str, object]:
-    """A trial's hyperparameters with the fixed values of its space (kept as user attrs)."""
-    params: dict[str, object] = {**trial.params}
-    params.update(
-        {
-            k.removeprefix("fixed."): v
-            for k, v in trial.user_attrs.items()
-            if k.startswith("fixed.")
-        }
-    )
-    return params
-
-
 class OptunaEngine(Engine):
     """One job's trials in an Optuna study (see :class:`~tuning.engines.base.Engine`)."""
 
@@ -154,64 +143,50 @@ class OptunaEngine(Engine):
         )
 
     def objective(self, trial: optuna.Trial) -> float:
-        """Suggest, build, train with per-epoch reports; the trial's value is its best epoch's."""
+        """Suggest, then run the configuration with per-epoch reports; the trial's value is its
+        best epoch's. The trial records its process, fixed values, run, backend and figures."""
         # First: so a job started after this process dies can tell the trial is dead.
-        trial.set_user_attr("process", {**process.identity(), "trial": trial.number})
-        ctx, exp = self.ctx, self.ctx.exp
-        params = exp.space.suggest(trial)
-        for name in exp.space.specs:
-            if name in params and name not in trial.params:  # fixed values: keep them on the trial
-                trial.set_user_attr(f"fixed.{name}", params[name])
-        trainer = ctx.trainer
-        trainer.trials_run += 1
+        records.record_process(trial, process.identity())
+        params = self.ctx.exp.space.suggest(trial)
+        records.record_fixed(trial, params, self.ctx.exp.space.specs)
         self.numbers.add(trial.number)
-        logged = trainer.logged_params(params)
-        with ctx.tracker.trial_run(ctx.parent, number=trial.number, params=logged) as run:
-            trial.set_user_attr("mlflow_run_id", run.run_id)
-            trial.set_user_attr("backend", backend.current() or "")
-            return self._train(trial, params, run)
 
-    def _train(self, trial: optuna.Trial, params: Params, run: TrialRun) -> float:
-        trainer, exp = self.ctx.trainer, self.ctx.exp
-        started = time.perf_counter()
-        n_params = None
+        def opened(run: TrialRun) -> None:
+            trial.set_user_attr(records.MLFLOW_RUN_ID, run.run_id)
+            trial.set_user_attr(records.BACKEND, backend.current() or "")
+
+        def ended(result: TrialResult) -> None:
+            trial.set_user_attr(records.EPOCHS_TRAINED, result.epochs)
+            trial.set_user_attr(records.TRAIN_SECONDS, round(result.seconds, 3))
+            if result.n_params is not None:
+                trial.set_user_attr(records.N_PARAMS, result.n_params)
+            if result.fit is not None and result.fit.stopped:
+                trial.set_user_attr(records.CUT, result.fit.stopped)
+
         try:
-            max_epochs = exp.training.max_epochs
-            model = trainer.build(params, number=trial.number, max_epochs=max_epochs)
-            n_params = int(model.count_params())
-            on_epoch = self._epoch_reporter(trial, run)
-            result = trainer.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
-            trainer.histories[trial.number] = result.history
-            if result.stopped:  # COMPLETE with the value it reached, tagged as cut
-                trial.set_user_attr("cut", result.stopped)
-                run.set_tags({"cut": result.stopped})
-            run.log_metrics({"objective": result.value, "best_epoch": result.best_epoch})
-            trainer.keep_if_best(model, result.value, trial.number)
-            return float(result.value)
+            result = self.ctx.runner.run(
+                params,
+                number=trial.number,
+                hooks=[self._epoch_reporter(trial)],
+                on_open=opened,
+                on_end=ended,
+            )
         except (optuna.TrialPruned, Exception, KeyboardInterrupt) as e:
             pruned = isinstance(e, optuna.TrialPruned)
             reason = str(e) if pruned else f"{type(e).__name__}: {e}"[:1000]
-            trial.set_user_attr("reason", reason)
+            trial.set_user_attr(records.REASON, reason)
             raise
-        finally:
-            seconds = time.perf_counter() - started
-            trial.set_user_attr("epochs_trained", run.epochs)
-            trial.set_user_attr("train_seconds", round(seconds, 3))
-            if n_params is not None:
-                trial.set_user_attr("n_params", n_params)
-            run.log_metrics(
-                {"epochs_trained": run.epochs, "n_params": n_params, "train_seconds": seconds}
-            )
+        assert result.value is not None  # the fit returned
+        return float(result.value)
 
-    def _epoch_reporter(self, trial: optuna.Trial, run: TrialRun) -> EpochHook:
-        """The epoch-end hook: log to MLflow, report to Optuna, prune, stop at the deadline."""
+    def _epoch_reporter(self, trial: optuna.Trial) -> EpochHook:
+        """The epoch-end hook: report to Optuna, prune, stop at the deadline or the slice's end
+        (the runner has logged the epoch to MLflow and checked for a stop)."""
         exp, deadline = self.ctx.exp, self.ctx.deadline
         monitor = exp.objective.metric
         slice_end = self._slice_end()
 
         def report_epoch(epoch: int, logs: Mapping[str, float]) -> None:
-            check_stop()
-            run.log_epoch(epoch, logs)
             value = logs.get(monitor)
             if value is None or not is_finite(value):
                 return  # fit() turns a missing or NaN objective into TrialFailed
@@ -248,19 +223,22 @@ class OptunaEngine(Engine):
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna's trial-end callback: the trial's terminal line, then a requested stop."""
         state = trial.state.name.lower()
-        metric = self.ctx.exp.objective.metric
-        value = f"{metric}={trial.value:.4f}" if trial.value is not None else ""
-        reason = trial.user_attrs.get("reason" if state != "complete" else "cut", "")
+        attrs = trial.user_attrs
         try:
             best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
         except ValueError:
             best = "no complete trial yet"
-        epochs = trial.user_attrs.get("epochs_trained", 0)
-        secs = trial.user_attrs.get("train_seconds", 0.0)
-        self.ctx.say(
-            f"trial {trial.number:>3} {state:<8} {value} epochs={epochs} {secs:.1f}s  {best}"
-            + (f"  [{reason}]" if reason else "")
+        line = trial_line(
+            trial.number,
+            state,
+            metric=self.ctx.exp.objective.metric,
+            value=trial.value,
+            epochs=attrs.get(records.EPOCHS_TRAINED, 0),
+            seconds=attrs.get(records.TRAIN_SECONDS, 0.0),
+            best=best,
+            reason=attrs.get(records.REASON if state != "complete" else records.CUT, ""),
         )
+        self.ctx.say(line)
         check_stop()
 
     def outcome(self) -> Outcome:
@@ -282,20 +260,17 @@ class OptunaEngine(Engine):
             added=added,
             best_trial=best.number,
             best_value=best.value,
-            best_params=_params(best),
-            best_run_id=str(best.user_attrs.get("mlflow_run_id", "")),
+            best_params=records.params(best),
+            best_run_id=records.run_id(best),
         )
 
     def ranked(self, k: int) -> list[Ranked]:
         if self.study is None:
             return []
         done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        minimize = self.study.direction == optuna.study.StudyDirection.MINIMIZE
-        done = sorted(done, key=lambda t: t.value if minimize else -t.value)  # type: ignore[operator]
+        done = self.ctx.exp.objective.ranked(done, lambda t: float(t.value))  # type: ignore[arg-type]
         return [
-            Ranked(
-                t.number, float(t.value), _params(t), str(t.user_attrs.get("mlflow_run_id", ""))
-            )  # type: ignore[arg-type]
+            Ranked(t.number, float(t.value), records.params(t), records.run_id(t))  # type: ignore[arg-type]
             for t in done[:k]
         ]
 
@@ -304,7 +279,7 @@ class OptunaEngine(Engine):
             return []
         return report.write_job_reports(
             self.study,
-            histories=self.ctx.trainer.histories,
+            histories=self.ctx.runner.histories,
             metric=self.ctx.exp.objective.metric,
             out_dir=out_dir,
         )
@@ -318,7 +293,7 @@ class OptunaEngine(Engine):
         return report.summary_markdown(
             self.study,
             metric=self.ctx.exp.objective.metric,
-            job_trials=self.ctx.trainer.trials_run,
+            job_trials=self.ctx.runner.trials_run,
             test_scores=test_scores,
             seconds=seconds,
         )

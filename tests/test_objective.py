@@ -1,0 +1,96 @@
+"""One type knows what "better" means: the objective's direction, and the champion's decision."""
+
+from __future__ import annotations
+
+import doctest
+import math
+
+import pytest
+
+from tuning import champion, objective
+from tuning.champion import Decision, Standing, decide
+from tuning.config import ObjectiveConfig
+from tuning.objective import Objective
+
+
+def test_the_examples_in_the_docstrings_hold() -> None:
+    for module in (objective, champion):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+@pytest.mark.parametrize(
+    ("direction", "best"), [("maximize", [0.9, 0.5, 0.1]), ("minimize", [0.1, 0.5, 0.9])]
+)
+def test_the_sort_key_puts_the_best_value_first(direction: str, best: list[float]) -> None:
+    o = Objective("v", direction)  # type: ignore[arg-type]
+    assert sorted([0.5, 0.1, 0.9], key=o.sort_key) == best
+    assert min([0.5, 0.9, 0.1], key=o.sort_key) == best[0] == o.best([0.5, 0.9, 0.1])
+    assert o.ranked(["b", "a", "c"], {"a": 0.1, "b": 0.5, "c": 0.9}.get) == [
+        {0.1: "a", 0.5: "b", 0.9: "c"}[v] for v in best
+    ]
+    assert o.running_best([0.5, 0.1, 0.9]) == [0.5, min(0.5, 0.1, key=o.sort_key), best[0]]
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_better_in_the_experiments_direction(direction: str) -> None:
+    o = ObjectiveConfig(metric="val_accuracy", direction=direction)
+    up = direction == "maximize"
+    assert o.better(0.9, 0.8) is up and o.better(0.8, 0.9) is not up
+    assert o.better(0.8, 0.8) is False and o.better(0.1, None) is True
+    assert o.keras_mode == ("max" if up else "min") and o.maximize is up
+
+
+def test_a_studys_direction_is_read_by_name() -> None:
+    class Study:
+        direction = type("StudyDirection", (), {"name": "MAXIMIZE"})()
+
+    assert Objective.of_study(Study(), "val_accuracy") == Objective("val_accuracy", "maximize")
+    Study.direction = type("StudyDirection", (), {"name": "NOT_SET"})()
+    with pytest.raises(ValueError, match="a study direction must be minimize or maximize"):
+        Objective.of_study(Study())
+
+
+ACC = Objective("val_accuracy", "maximize")
+LOSS = Objective("val_loss", "minimize")
+
+
+def _decide(o: Objective, value: float, current: Standing | None, **kw: object) -> Decision:
+    return decide(objective=o, metric=o.metric, value=value, data_key="d", current=current, **kw)
+
+
+def test_the_first_version_is_the_champion() -> None:
+    d = _decide(ACC, 0.5, None)
+    assert d.promote and d.reason == "first version of this model" and d.against is None
+
+
+def test_a_champion_of_other_data_or_metric_stays() -> None:
+    for current in (Standing("3", ACC.metric, "x", 0.1), Standing("3", "val_loss", "d", 9)):
+        d = _decide(ACC, 0.99, current)
+        assert not d.promote and d.against == "3" and "not comparable" in d.reason
+        assert d.text.startswith("stayed: champion v3") and d.test == "none"
+        assert math.isnan(d.p_value)
+
+
+@pytest.mark.parametrize(
+    ("o", "new", "old", "p", "moved"),
+    [
+        (ACC, 0.95, 0.90, 0.01, True),
+        (ACC, 0.95, 0.90, 0.20, False),  # better, within noise
+        (ACC, 0.85, 0.90, 0.01, False),  # worse, whatever the test says
+        (LOSS, 0.20, 0.30, 0.01, True),
+        (LOSS, 0.40, 0.30, 0.01, False),
+    ],
+)
+def test_the_champion_moves_only_when_better_beyond_noise(
+    o: Objective, new: float, old: float, p: float, moved: bool
+) -> None:
+    d = _decide(o, new, Standing("2", o.metric, "d", old), test=("mcnemar_exact", p))
+    assert d.promote is moved and d.test == "mcnemar_exact" and d.p_value == p
+    assert d.text.startswith("moved: " if moved else "stayed: ")
+    assert f"{o.metric} {new:.4f} vs champion v2 {old:.4f}; mcnemar_exact p={p:.3g}" in d.reason
+    assert d.reason.endswith("(within noise)") is (o.better(new, old) and not moved)
+
+
+def test_without_a_test_better_is_enough() -> None:
+    assert _decide(ACC, 0.91, Standing("1", "val_accuracy", "d", 0.9)).promote
+    assert not _decide(ACC, 0.89, Standing("1", "val_accuracy", "d", 0.9)).promote

@@ -43,7 +43,9 @@ tool's median >= 0.895, its worst seed above every peer's median)::
     python benchmarks/peers.py --budget 600 --backend jax --seeds 1 2 3 \
         --only kt_random,optuna_loop,tool --out benchmarks/results/seeds-600.json
 
-``--smoke`` shrinks everything (a 500-image subset, 2 epochs) to check the harness in seconds.
+``--smoke`` shrinks everything (a 500-image subset, 2 epochs) to check the harness in seconds;
+``--max-trials N`` also ends each contestant after N trials (the tests use both: a smoke run
+then takes seconds per contestant rather than its whole budget).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ FILES = (
 CONTESTANTS = ("kt_random", "kt_hyperband", "optuna_loop", "tool", "tool_book", "tool_stretch")
 PEERS = ("kt_random", "kt_hyperband", "optuna_loop")
 SEED = 42  # set per run by ``--seeds``: the peers' sampler and weights, the tool's study.seed
+MAX_TRIALS: int | None = None  # set by ``--max-trials``: each contestant's trials at most
 TARGET = 0.88  # validation accuracy whose first arrival is timed
 
 
@@ -190,7 +193,8 @@ def run_kt(kind: str, budget: float, workdir: Path, smoke: bool) -> dict[str, An
                 events[trial.trial_id] = {"start": start, "end": time.time()}
 
         def pre_create_trial(self) -> None:
-            if time.time() >= deadline:  # the budget is spent: start no more trials
+            # The budget is spent (or --max-trials reached): start no more trials.
+            if time.time() >= deadline or len(self.oracle.trials) >= (MAX_TRIALS or 10**9):
                 self.oracle.max_trials = len(self.oracle.trials)
             super().pre_create_trial()
 
@@ -293,7 +297,12 @@ def run_optuna_loop(budget: float, workdir: Path, smoke: bool) -> dict[str, Any]
     mlflc = MLflowCallback(
         tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", metric_name="val_accuracy"
     )
-    study.optimize(objective, timeout=max(deadline - time.time(), 1e-3), callbacks=[mlflc])
+    study.optimize(
+        objective,
+        n_trials=MAX_TRIALS,
+        timeout=max(deadline - time.time(), 1e-3),
+        callbacks=[mlflc],
+    )
     search_end = time.time()
     trials = []
     for t in study.trials:
@@ -333,6 +342,8 @@ def run_tool(exp_path: Path, budget: float, workdir: Path, smoke: bool) -> dict[
     if smoke:
         overrides += [("dataset.name", "digits"), ("dataset.validation", 0.2)]
         overrides += [("training.max_epochs", 2)]
+    if MAX_TRIALS:
+        overrides += [("study.n_trials", MAX_TRIALS)]
     # The tool's budget counts from this process's start, like every contestant's.
     overrides.append(("study.timeout", max(PROCESS_START + budget - time.time(), 1.0)))
     exp = load_experiment(exp_path, overrides=overrides)
@@ -450,9 +461,11 @@ def summarize(
 # --- the harness -------------------------------------------------------------------------------
 
 
-def child(name: str, budget: float, workdir: Path, smoke: bool, seed: int) -> dict[str, Any]:
-    global SEED
-    SEED = seed
+def child(
+    name: str, budget: float, workdir: Path, smoke: bool, seed: int, max_trials: int | None = None
+) -> dict[str, Any]:
+    global SEED, MAX_TRIALS
+    SEED, MAX_TRIALS = seed, max_trials
     os.environ["KERAS_HOME"] = str(keras_home(workdir))
     if name in PEERS:  # the weights too, as a careful notebook would
         import keras
@@ -567,13 +580,18 @@ def main() -> int:
         default=[SEED],
         help="run every contestant once per seed (results keyed name@backend#seed when > 1)",
     )
+    parser.add_argument(
+        "--max-trials", type=int, default=None, help="end each contestant after N trials"
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         workdir = args.workdir.resolve()
         os.chdir(workdir)
         try:
-            res = child(args.child, args.budget, workdir, args.smoke, args.seeds[0])
+            res = child(
+                args.child, args.budget, workdir, args.smoke, args.seeds[0], args.max_trials
+            )
         except Exception as e:  # reported in the table, the other contestants still run
             res = {"error": f"{type(e).__name__}: {e}"}
         (workdir / "result.json").write_text(json.dumps(res, default=str))
@@ -597,6 +615,7 @@ def main() -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name]
         cmd += ["--budget", str(args.budget), "--workdir", str(workdir), "--seeds", str(seed)]
         cmd += ["--smoke"] if args.smoke else []
+        cmd += ["--max-trials", str(args.max_trials)] if args.max_trials else []
         env = {**os.environ, "KERAS_BACKEND": backend, "TUNING_CACHE_DIR": str(workdir / "cache")}
         started = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
@@ -632,6 +651,7 @@ def write_summary(
         "seeds": args.seeds,
         "partial": partial,
         "smoke": args.smoke,
+        "max_trials": args.max_trials,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "results": results,

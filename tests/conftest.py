@@ -7,11 +7,15 @@ import os
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import yaml
+
+if TYPE_CHECKING:  # mlflow is imported inside the helpers, after the backend is chosen
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,12 +130,64 @@ def nothing_created(workdir: Path) -> None:
     assert not (workdir / "mlruns").exists()
 
 
+def _tracking_uri(store: Path | str) -> str:
+    """``store`` as a tracking URI: a folder means its ``mlflow.db``, a string is a URI."""
+    return f"sqlite:///{store / 'mlflow.db'}" if isinstance(store, Path) else store
+
+
+def mlflow_client(store: Path | str) -> MlflowClient:
+    """A client of the tracking store in folder ``store`` (``sqlite:///<store>/mlflow.db``),
+    or of the tracking URI ``store`` (a server, ...)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(_tracking_uri(store))
+
+
+def experiment_id(store: Path | str, experiment: str) -> str:
+    """The id of the MLflow experiment named ``experiment``, which must exist, in ``store``."""
+    found = mlflow_client(store).get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment!r} in {_tracking_uri(store)}"
+    return found.experiment_id
+
+
+def mlflow_runs(
+    store: Path | str, experiment: str, *, role: str | None = None, filter_string: str = ""
+) -> list[Run]:
+    """Every run of the MLflow experiment named ``experiment`` in ``store`` (a folder or a URI,
+    as for :func:`mlflow_client`), in MLflow's default order. With ``role``, only the runs
+    tagged ``tuning.role`` = ``role`` ("job", "trial", "recheck", "compare"); ``filter_string``
+    narrows them further."""
+    filters = [f"tags.`tuning.role` = '{role}'"] if role is not None else []
+    filters += [filter_string] if filter_string else []
+    return list(
+        mlflow_client(store).search_runs(
+            [experiment_id(store, experiment)],
+            filter_string=" and ".join(filters),
+            max_results=1000,
+        )
+    )
+
+
+def parents_and_children(runs: list[Run]) -> tuple[list[Run], list[Run]]:
+    """``runs`` split into the top-level ones (no ``mlflow.parentRunId``: a job's parent run)
+    and the nested ones (trials, re-checks), each in the order given."""
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def by_trial_number(runs: list[Run]) -> dict[int, Run]:
+    """``runs`` keyed by their ``trial_number`` tag, as an int (a later run of the same number
+    replaces an earlier one)."""
+    return {int(r.data.tags["trial_number"]): r for r in runs}
+
+
 def run_json(workdir: Path, run_id: str, name: str) -> Any:
     """A JSON artifact of a run in ``workdir``'s tracking store (``recheck.json``, ...)."""
     import mlflow
 
     path = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path=name, tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}"
+        run_id=run_id, artifact_path=name, tracking_uri=_tracking_uri(workdir)
     )
     return json.loads(Path(path).read_text())
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, mlflow_runs, parents_and_children
 
 SCRIPT = ROOT / "benchmarks" / "growth.py"
 
@@ -53,15 +53,7 @@ def test_growth_benchmark_smoke(tmp_path: Path) -> None:
     assert report["ratio_last_to_first"] is not None
     assert set(report["timings"]) >= {"setup", "build", "fit", "study_tracking", "finish"}
 
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}"
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("growth")
-    assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents, children = parents_and_children(mlflow_runs(tmp_path / "work", "growth"))
     assert len(parents) == 1
     assert len(children) == 12
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}

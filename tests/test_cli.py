@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_SPACE, nothing_created, one_line_error
+from conftest import (
+    ROOT,
+    TINY_SPACE,
+    mlflow_runs,
+    nothing_created,
+    one_line_error,
+    parents_and_children,
+)
 from typer.testing import CliRunner
 
 from tuning.cli import app
@@ -166,16 +173,11 @@ def test_mlflow_run_entry_point(make_experiment, workdir: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import optuna
-    from mlflow.tracking import MlflowClient
 
     study = optuna.load_study(study_name="mlproject", storage=f"sqlite:///{workdir / 'x.db'}")
     assert len(study.trials) == 2
     assert [t.user_attrs["epochs_trained"] for t in study.trials] == [1, 1]  # -P overrides
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    mexp = client.get_experiment_by_name("mlproject")
-    runs = client.search_runs([mexp.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents, children = parents_and_children(mlflow_runs(env["MLFLOW_TRACKING_URI"], "mlproject"))
     assert len(parents) == 1 and len(children) == 2
     assert parents[0].data.tags.get("mlflow.project.entryPoint") == "main"  # MLflow's own run
     assert parents[0].data.tags["study"] == "mlproject"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import optuna
-from mlflow.tracking import MlflowClient
+from conftest import mlflow_client, mlflow_runs
 from typer.testing import CliRunner
 
 from tuning.cli import app
@@ -26,7 +26,6 @@ def test_compare_two_studies(make_experiment, workdir: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = {r["study"]: r for r in json.loads(result.stdout)}
     assert set(rows) == {"wide", "narrow"}
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     for name, n in (("wide", 3), ("narrow", 2)):
         study = optuna.load_study(study_name=name, storage="sqlite:///optuna.db")
         row = rows[name]
@@ -36,22 +35,17 @@ def test_compare_two_studies(make_experiment, workdir: Path) -> None:
         )
         assert row["best_n_params"] == study.best_trial.user_attrs["n_params"]
         assert 1 <= row["trials_to_within"] <= n and row["seconds_to_within"] >= 0
-        (parent,) = [
-            r
-            for r in client.search_runs(
-                [client.get_experiment_by_name(name).experiment_id],
-                filter_string=f"tags.model_trial = '{study.best_trial.number}'",
-            )
-        ]
+        (parent,) = mlflow_runs(
+            workdir, name, filter_string=f"tags.model_trial = '{study.best_trial.number}'"
+        )
         assert row["test_score"] == parent.data.metrics["test_accuracy"]
     assert rows["wide"]["best_n_params"] > rows["narrow"]["best_n_params"]
 
-    compare_runs = client.search_runs(
-        [client.get_experiment_by_name("wide").experiment_id],
-        filter_string="tags.`tuning.role` = 'compare'",
-    )
+    compare_runs = mlflow_runs(workdir, "wide", role="compare")
     assert len(compare_runs) == 1 and compare_runs[0].info.run_name == "compare-wide-vs-narrow"
-    artifacts = {a.path for a in client.list_artifacts(compare_runs[0].info.run_id)}
+    artifacts = {
+        a.path for a in mlflow_client(workdir).list_artifacts(compare_runs[0].info.run_id)
+    }
     assert artifacts == {"compare.csv", "compare.md", "best_so_far.png"}
     assert compare_runs[0].data.metrics["best_value.wide"] == rows["wide"]["best_value"]
 

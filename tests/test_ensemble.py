@@ -8,8 +8,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from conftest import run_json
-from mlflow.tracking import MlflowClient
+from conftest import mlflow_runs, run_json
 from typer.testing import CliRunner
 
 from tuning.cli import app
@@ -89,11 +88,7 @@ def test_a_job_logs_the_ensemble_it_chose_and_it_serves_raw_rows(
     result = runner.invoke(app, ["run", str(exp)])
     assert result.exit_code == 0, result.output
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    exp_id = client.get_experiment_by_name("ens").experiment_id
-    parent = next(
-        r for r in client.search_runs([exp_id]) if r.data.tags.get("tuning.role") == "job"
-    )
+    parent = mlflow_runs(workdir, "ens", role="job")[0]
     table = run_json(workdir, parent.info.run_id, "ensemble.json")
     chosen = table["chosen"]
     # Two-epoch models on digits are weak and diverse: averaging them helps here.

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import wait_for_trials
-from mlflow.tracking import MlflowClient
+from conftest import by_trial_number, mlflow_runs, parents_and_children, wait_for_trials
 from typer.testing import CliRunner
 
 from tuning.cli import app
@@ -59,20 +58,14 @@ def test_kill_9_mid_trial_then_rerun(make_experiment, workdir: Path) -> None:
     # study.max_retries: the dead trial was run again, with the same parameters.
     assert study.trials[3].params == study.trials[2].params
     assert study.trials[3].system_attrs.get("failed_trial") == 2
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    exp_id = client.get_experiment_by_name("killed").experiment_id
-    runs = client.search_runs([exp_id])
+    runs = mlflow_runs(workdir, "killed")
     assert all(r.info.status != "RUNNING" for r in runs)
-    trial_runs = {
-        int(r.data.tags["trial_number"]): r for r in runs if "mlflow.parentRunId" in r.data.tags
-    }
+    parents, children = parents_and_children(runs)
+    trial_runs = by_trial_number(children)
     assert sorted(trial_runs) == [0, 1, 2, 3]
     assert trial_runs[2].info.status == "KILLED" and trial_runs[2].data.tags["state"] == "failed"
     assert [trial_runs[n].info.status for n in (0, 1, 3)] == ["FINISHED"] * 3
-    jobs = sorted(
-        (r for r in runs if "mlflow.parentRunId" not in r.data.tags),
-        key=lambda r: r.info.start_time,
-    )
+    jobs = sorted(parents, key=lambda r: r.info.start_time)
     assert [j.info.status for j in jobs] == ["FINISHED", "KILLED", "FINISHED"]
     assert "died" in jobs[1].data.tags["reason"]
 
@@ -151,8 +144,7 @@ def test_tracking_server_goes_away_mid_study(make_experiment, workdir: Path) -> 
         )
         assert again.exit_code == 0, again.output
         assert "left RUNNING by a process that died" in again.stdout
-        client = MlflowClient(uri)
-        runs = client.search_runs([client.get_experiment_by_name("away").experiment_id])
+        runs = mlflow_runs(uri, "away")  # the server's store
         assert all(r.info.status != "RUNNING" for r in runs)
         study = optuna.load_study(study_name="away", storage="sqlite:///optuna.db")
         assert [t.number for t in study.trials if t.number in finished] == finished

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import require
-from mlflow.tracking import MlflowClient
+from conftest import mlflow_client, mlflow_runs, parents_and_children, require
 
 PASSWORD = "s3cret-pw-42"
 
@@ -88,10 +87,8 @@ def test_four_workers_ten_trials_each(make_experiment, workdir: Path, postgres: 
     assert sorted(t.number for t in study.trials) == list(range(40))  # no duplicate numbers
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("pg").experiment_id], max_results=500)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    runs = mlflow_runs(workdir, "pg")
+    parents, children = parents_and_children(runs)
     assert len(parents) == 4 and len(children) == 40
     assert sorted(int(r.data.tags["trial_number"]) for r in children) == list(range(40))
     assert all(r.data.tags["study"] == "pg" for r in runs)
@@ -103,7 +100,7 @@ def test_four_workers_ten_trials_each(make_experiment, workdir: Path, postgres: 
     for run in runs:
         assert PASSWORD not in repr(run.data.params) and PASSWORD not in repr(run.data.tags)
     for parent in parents:
-        local = client.download_artifacts(
+        local = mlflow_client(workdir).download_artifacts(
             parent.info.run_id, "", str(workdir / parent.info.run_id)
         )
         for path in Path(local).rglob("*"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-from mlflow.tracking import MlflowClient
+from conftest import mlflow_client
 from typer.testing import CliRunner
 
 from tuning.cli import app
@@ -34,7 +34,7 @@ def test_champion_moves_only_to_a_better_model(make_experiment, workdir: Path) -
     out = _run(exp, "--set", "dataset.seed=7", "--set", "training.max_epochs=30")
     assert "v4 as a challenger" in out and "not comparable" in out
 
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    client = mlflow_client(workdir)
     champion = client.get_model_version_by_alias("digits-mlp", "champion")
     assert str(champion.version) == "2"
     roles = {
@@ -82,7 +82,7 @@ def test_a_rerun_with_other_weights_leaves_the_champion(make_experiment, workdir
     outs = [_run(exp, "--set", f"study.seed={seed}") for seed in (1, 2, 3)]
     # At least one rerun scored higher by chance: its value alone would have moved @champion.
     assert any("(within noise)" in out for out in outs), outs
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    client = mlflow_client(workdir)
     assert str(client.get_model_version_by_alias("noisy", "champion").version) == "1"
     for version in ("2", "3", "4"):
         tags = client.get_model_version("noisy", version).tags

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
+from conftest import mlflow_client
 from typer.testing import CliRunner
 
 from tuning.cli import app
@@ -21,7 +21,7 @@ def test_parent_run_reports_and_terminal_views(make_experiment, workdir: Path) -
     assert job["study_name"] == "report" and job["trials_run"] == 4
     assert job["counts"]["complete"] == 4 and job["status"] == "FINISHED"
 
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    client = mlflow_client(workdir)
     parent = client.get_run(job["parent_run_id"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     for name in ("optimization_history", "param_importances", "parallel_coordinate", "slice"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+from conftest import experiment_id
 from typer.testing import CliRunner
 
 from tuning.cli import app
@@ -20,7 +21,7 @@ def test_mlflow_models_predict_on_a_csv_of_raw_rows(make_experiment, workdir: Pa
     assert CliRunner().invoke(app, ["run", str(exp)]).exit_code == 0
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    exp_id = mlflow.get_experiment_by_name("serve").experiment_id
+    exp_id = experiment_id(workdir, "serve")
     (model,) = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list")
     from sklearn.datasets import load_wine
 

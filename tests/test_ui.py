@@ -27,8 +27,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
-from conftest import require
-from mlflow.tracking import MlflowClient
+from conftest import experiment_id, mlflow_client, mlflow_runs, require
 from typer.testing import CliRunner
 
 from tuning.cli import app
@@ -213,9 +212,8 @@ def test_mlflow_ui_shows_the_job_its_trials_and_their_charts(
     exp = make_experiment("ui", study__n_trials=2, training__max_epochs=2)
     out = _run_job(exp)
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    exp_id = client.get_experiment_by_name("ui").experiment_id
-    runs = {r.info.run_name: r for r in client.search_runs([exp_id])}
+    exp_id = experiment_id(workdir, "ui")
+    runs = {r.info.run_name: r for r in mlflow_runs(workdir, "ui")}
     (parent_name,) = [n for n in runs if n.startswith("ui-")]
     assert sorted(runs) == sorted([parent_name, "trial-0", "trial-1"])
     link = f"#/experiments/{exp_id}?workflowType=machine_learning"
@@ -382,7 +380,7 @@ def test_optuna_dashboard_serves_the_study(make_experiment, workdir: Path, tmp_p
             # per-epoch val_accuracy, reported for pruning, shows as intermediate values
             assert len(served["intermediate_values"]) == len(trial.intermediate_values) >= 1
         # each trial names its MLflow child run, and that run exists
-        client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+        client = mlflow_client(workdir)
         for served in trials:
             attrs = {a["key"]: a["value"] for a in served["user_attrs"]}
             run = client.get_run(attrs["mlflow_run_id"])

@@ -11,8 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, wait_for_trials
-from mlflow.tracking import MlflowClient
+from conftest import ROOT, by_trial_number, mlflow_runs, parents_and_children, wait_for_trials
 from typer.testing import CliRunner
 
 from tuning.cli import _duration, app
@@ -38,10 +37,8 @@ def test_two_workers_share_one_study(make_experiment, workdir: Path) -> None:
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     # Workers started together must not sample the same points.
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("pair").experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    runs = mlflow_runs(workdir, "pair")
+    parents, children = parents_and_children(runs)
     assert len(parents) == 2 and len(children) == 4  # one parent per worker
     assert all(r.data.tags["study"] == "pair" and r.info.status == "FINISHED" for r in runs)
     for parent in parents:  # each parent records only its own trials as this job's
@@ -84,11 +81,9 @@ def test_four_synthetic_workers_record_every_trial_once(make_experiment, workdir
     assert sorted(t.number for t in trials) == list(range(20))  # all there, each number once
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("four").experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    children = {int(r.data.tags["trial_number"]): r for r in kids}
+    runs = mlflow_runs(workdir, "four")
+    parents, kids = parents_and_children(runs)
+    children = by_trial_number(kids)
     assert len(parents) == 4 and len(kids) == len(children) == 20  # one child per trial
     for t in trials:
         assert children[t.number].info.run_id == t.user_attrs["mlflow_run_id"]
@@ -111,8 +106,7 @@ def test_sigterm_ends_the_trial_killed_and_the_job_130(make_experiment, workdir:
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-3000:]
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("term").experiment_id])
+    runs = mlflow_runs(workdir, "term")
     statuses = sorted(r.info.status for r in runs)
     assert statuses == ["KILLED", "KILLED"], statuses  # the trial in flight and the parent
     study = optuna.load_study(study_name="term", storage="sqlite:///optuna.db")

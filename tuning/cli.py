@@ -407,35 +407,14 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List the studies in a storage: trials by state, best value, last trial, champion."""
-    import optuna
-
     from tuning.config import redact
-    from tuning.report import last_trial_time, running_liveness, state_counts
 
     try:
         summaries = _study_summaries(storage, include_best_trial=True)
     except ConfigError as e:
         raise _fail(e) from None
     champions = _champions(tracking_uri)
-    rows: list[dict[str, Any]] = []
-    for summary in summaries:
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
-        counts = {k: n for k, n in state_counts(trials).items() if n}
-        last = last_trial_time(trials)
-        top = summary.best_trial
-        rows.append(
-            {
-                "study": summary.study_name,
-                "trials": summary.n_trials,
-                "states": counts,
-                "running": {k: n for k, n in running_liveness(trials).items() if n},
-                "best_value": top.value if top else None,
-                "best_trial": top.number if top else None,
-                "last_trial_at": last.isoformat(timespec="seconds") if last else None,
-                "champion": champions.get(summary.study_name),
-            }
-        )
+    rows = [_status_row(summary, storage, champions) for summary in summaries]
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -461,6 +440,30 @@ def status(
         typer.echo(f"{r['study']}: {r['trials']} trials ({states}); {best}; last {last_at}{champ}")
 
 
+def _status_row(
+    summary: optuna.study.StudySummary, storage: str, champions: dict[str, str]
+) -> dict[str, Any]:
+    """One study's line of `tuning status`, as data."""
+    import optuna
+
+    from tuning.report import last_trial_time, running_liveness, state_counts
+
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    last = last_trial_time(trials)
+    top = summary.best_trial
+    return {
+        "study": summary.study_name,
+        "trials": summary.n_trials,
+        "states": {k: n for k, n in state_counts(trials).items() if n},
+        "running": {k: n for k, n in running_liveness(trials).items() if n},
+        "best_value": top.value if top else None,
+        "best_trial": top.number if top else None,
+        "last_trial_at": last.isoformat(timespec="seconds") if last else None,
+        "champion": champions.get(summary.study_name),
+    }
+
+
 def _champions(tracking_uri: str | None) -> dict[str, str]:
     """Study name -> 'MODEL vN' of registered models whose @champion came from that study."""
     from tuning.tracking import champions_by_study, resolve_tracking_uri
@@ -484,16 +487,9 @@ def compare(
     ] = True,
 ) -> None:
     """Compare studies: trials, best and test scores, how fast each got near its best, size."""
-    import pandas as pd
-
     from tuning.config import load_experiment
-    from tuning.report import best_so_far_plot, compare_studies
-    from tuning.tracking import (
-        find_test_scores,
-        log_comparison,
-        resolve_tracking_uri,
-        store_exists,
-    )
+    from tuning.report import compare_studies
+    from tuning.tracking import find_test_scores, resolve_tracking_uri, store_exists
 
     studies, metric = [], "value"
     try:
@@ -522,26 +518,35 @@ def compare(
         for line in _compare_lines(rows, metric):
             typer.echo(line)
     if log and have_store:
-        with tempfile.TemporaryDirectory() as tmp:
-            csv = Path(tmp) / "compare.csv"
-            pd.DataFrame(rows).to_csv(csv, index=False)
-            md = Path(tmp) / "compare.md"
-            md.write_text("\n".join(_compare_lines(rows, metric)) + "\n")
-            plot = best_so_far_plot(studies, metric=metric, path=Path(tmp) / "best_so_far.png")
-            numbers = {
-                f"{key}.{r['study']}": float(r[key])  # type: ignore[arg-type]
-                for r in rows
-                for key in ("best_value", "test_score", "seconds_to_within", "best_n_params")
-                if r.get(key) is not None
-            }
-            run_id = log_comparison(
-                uri,
-                studies=[s.study_name for s in studies],
-                files=[csv, md, plot],
-                metrics=numbers,
-            )
+        run_id = _log_compare(uri, studies, rows, metric)
         if not as_json:
             typer.echo(f"logged to MLflow run {run_id} (compare.csv, compare.md, best_so_far.png)")
+
+
+def _log_compare(
+    uri: str, studies: list[optuna.Study], rows: list[dict[str, Any]], metric: str
+) -> str:
+    """Record a comparison as an MLflow run: its table, its text and its plot; the run id."""
+    import pandas as pd
+
+    from tuning.report import best_so_far_plot
+    from tuning.tracking import log_comparison
+
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "compare.csv"
+        pd.DataFrame(rows).to_csv(csv, index=False)
+        md = Path(tmp) / "compare.md"
+        md.write_text("\n".join(_compare_lines(rows, metric)) + "\n")
+        plot = best_so_far_plot(studies, metric=metric, path=Path(tmp) / "best_so_far.png")
+        numbers = {
+            f"{key}.{r['study']}": float(r[key])
+            for r in rows
+            for key in ("best_value", "test_score", "seconds_to_within", "best_n_params")
+            if r.get(key) is not None
+        }
+        return log_comparison(
+            uri, studies=[s.study_name for s in studies], files=[csv, md, plot], metrics=numbers
+        )
 
 
 def _compare_lines(rows: list[dict[str, Any]], metric: str) -> list[str]:

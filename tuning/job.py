@@ -184,21 +184,7 @@ def run_job(
     from tuning.trial import TrialRunner
 
     tracker, parent = open_parent(exp, data, uri, engine_cls.parent_tags(exp))
-    # The time budget counts from the start of the job, and it is a deadline: no trial starts
-    # after it, and the trial in flight stops at its next epoch end.
-    deadline = t0 + exp.study.timeout if exp.study.timeout else None
-    # With a re-check, the search leaves the last 30 % of the budget to it.
-    search_deadline = (
-        t0 + exp.study.timeout * (1 - RECHECK_SHARE)
-        if exp.study.timeout and exp.study.recheck_top
-        else deadline
-    )
-    # Choosing an ensemble loads and scores its candidates: it gets the budget's last 2 %.
-    recheck_deadline = (
-        deadline - exp.study.timeout * ENSEMBLE_SHARE
-        if deadline is not None and exp.study.timeout and exp.study.ensemble_top >= 2
-        else deadline
-    )
+    search_deadline, recheck_deadline = _deadlines(exp, t0)
     runner = TrialRunner(exp, data=data, tracker=tracker, parent=parent)
     ctx = JobContext(exp, data, tracker, parent, say, runner, t0, search_deadline, progress)
     engine = engine_cls(ctx)
@@ -239,6 +225,23 @@ def run_job(
 
 
 # -- finishing a job: the steps, in order --------------------------------------------------
+
+
+def _deadlines(exp: Experiment, t0: float) -> tuple[float | None, float | None]:
+    """When the search and the re-check must end (``perf_counter`` times; ``None``: never).
+
+    The time budget counts from the start of the job (``t0``), and it is a deadline: no trial
+    starts after it, and the trial in flight stops at its next epoch end. With a re-check, the
+    search leaves the last 30 % of the budget to it; choosing an ensemble loads and scores its
+    candidates: it gets the budget's last 2 %.
+    """
+    timeout = exp.study.timeout
+    if not timeout:
+        return None, None
+    deadline = t0 + timeout
+    search = t0 + timeout * (1 - RECHECK_SHARE) if exp.study.recheck_top else deadline
+    recheck = deadline - timeout * ENSEMBLE_SHARE if exp.study.ensemble_top >= 2 else deadline
+    return search, recheck
 
 
 def _finish(

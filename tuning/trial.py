@@ -393,10 +393,9 @@ class TrialRunner:
             optuna.TrialPruned, KeyboardInterrupt: from a hook or the stop check.
         """
         max_epochs = max_epochs or self.exp.training.max_epochs
-        trainer = self.trainer
         if recheck is None:
             self.trials_run += 1
-        logged = trainer.logged_params(params, max_epochs=max_epochs)
+        logged = self.trainer.logged_params(params, max_epochs=max_epochs)
         with self.tracker.trial_run(
             self.parent, number=number, params=logged, recheck=recheck
         ) as run:
@@ -406,26 +405,8 @@ class TrialRunner:
             if on_open is not None:
                 on_open(run)
             started = time.perf_counter()
-
-            def on_epoch(epoch: int, logs: Mapping[str, float]) -> None:
-                check_stop()
-                run.log_epoch(epoch, logs)
-                for hook in hooks:
-                    hook(epoch, logs)
-
             try:
-                model = trainer.build(params, number=number, max_epochs=max_epochs, seed=seed)
-                result.n_params = int(model.count_params())
-                fit = trainer.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
-                result.fit = fit
-                if fit.stopped:  # complete with the value it reached, tagged as cut
-                    run.set_tags({"cut": fit.stopped})
-                run.log_metrics({"objective": fit.value, "best_epoch": fit.best_epoch})
-                if recheck is None:
-                    self.histories[number] = fit.history
-                    self.models.offer(model, fit.value, number)
-                else:
-                    result.path = self.models.save(model, f"recheck-{number}-{recheck[0]}.keras")
+                self._train(run, result, params, max_epochs, hooks, seed=seed, recheck=recheck)
                 return result
             finally:
                 result.epochs, result.seconds = run.epochs, time.perf_counter() - started
@@ -438,6 +419,39 @@ class TrialRunner:
                 )
                 if on_end is not None:
                     on_end(result)
+
+    def _train(
+        self,
+        run: TrialRun,
+        result: TrialResult,
+        params: Params,
+        max_epochs: int,
+        hooks: Sequence[EpochHook],
+        *,
+        seed: int | None,
+        recheck: tuple[int, str] | None,
+    ) -> None:
+        """The body of :meth:`run` inside its MLflow run: build, fit, log, keep."""
+        number, trainer = result.number, self.trainer
+
+        def on_epoch(epoch: int, logs: Mapping[str, float]) -> None:
+            check_stop()
+            run.log_epoch(epoch, logs)
+            for hook in hooks:
+                hook(epoch, logs)
+
+        model = trainer.build(params, number=number, max_epochs=max_epochs, seed=seed)
+        result.n_params = int(model.count_params())
+        fit = trainer.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
+        result.fit = fit
+        if fit.stopped:  # complete with the value it reached, tagged as cut
+            run.set_tags({"cut": fit.stopped})
+        run.log_metrics({"objective": fit.value, "best_epoch": fit.best_epoch})
+        if recheck is None:
+            self.histories[number] = fit.history
+            self.models.offer(model, fit.value, number)
+        else:
+            result.path = self.models.save(model, f"recheck-{number}-{recheck[0]}.keras")
 
     def cleanup(self) -> None:
         """Delete the kept models' folder."""

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import nothing_created, one_line_error
+from conftest import experiment_id, mlflow_runs, nothing_created, one_line_error
 from tabular_files import CITIES, FEATURES, RARE, animals, ids, load_file, with_gaps, write_file
 from typer.testing import CliRunner
 
@@ -640,7 +640,6 @@ def test_cli_dataset_config_errors(make_experiment, workdir, data, changes, frag
 
 def test_cli_run_on_a_csv_logs_a_model_that_takes_raw_rows(make_experiment, workdir) -> None:
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     rng = np.random.default_rng(7)
     n = 300
@@ -669,9 +668,7 @@ def test_cli_run_on_a_csv_logs_a_model_that_takes_raw_rows(make_experiment, work
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    mexp = client.get_experiment_by_name("csv")
-    runs = client.search_runs([mexp.experiment_id])
+    runs = mlflow_runs(workdir, "csv")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and len(runs) == 3
     metrics = parents[0].data.metrics
@@ -680,7 +677,8 @@ def test_cli_run_on_a_csv_logs_a_model_that_takes_raw_rows(make_experiment, work
         r.data.metrics["objective"] for r in runs if r is not parents[0]
     ))  # fmt: skip
 
-    models = mlflow.search_logged_models(experiment_ids=[mexp.experiment_id], output_format="list")
+    exp_id = experiment_id(workdir, "csv")
+    models = mlflow.search_logged_models(experiment_ids=[exp_id], output_format="list")
     assert len(models) == 1 and models[0].source_run_id == parents[0].info.run_id
     loaded = mlflow.pyfunc.load_model(f"models:/{models[0].model_id}")
 

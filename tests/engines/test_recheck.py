@@ -6,8 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import run_json
-from mlflow.tracking import MlflowClient
+from conftest import by_trial_number, mlflow_runs, run_json
 from typer.testing import CliRunner
 
 from tuning.cli import app
@@ -31,19 +30,14 @@ def test_top_trials_are_rechecked_and_ranked_by_the_mean(
     assert result.exit_code == 0, result.output
     line = next(x for x in result.stdout.splitlines() if x.startswith("recheck ("))
 
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    exp_id = client.get_experiment_by_name("recheck").experiment_id
-    runs = client.search_runs([exp_id], max_results=100)
-    parent = next(r for r in runs if r.data.tags.get("tuning.role") == "job")
-    trials = {
-        r.data.tags["trial_number"]: r for r in runs if r.data.tags.get("tuning.role") == "trial"
-    }
-    rechecks = [r for r in runs if r.data.tags.get("tuning.role") == "recheck"]
+    parent = mlflow_runs(workdir, "recheck", role="job")[0]
+    trials = by_trial_number(mlflow_runs(workdir, "recheck", role="trial"))
+    rechecks = mlflow_runs(workdir, "recheck", role="recheck")
     assert len(trials) == 3 and len(rechecks) == 2
     for r in rechecks:  # each re-run sits under its trial's run, from other initial weights
         number = r.data.tags["trial_number"]
         assert r.info.run_name == f"trial-{number}-recheck-1"
-        assert r.data.tags["mlflow.parentRunId"] == trials[number].info.run_id
+        assert r.data.tags["mlflow.parentRunId"] == trials[int(number)].info.run_id
         assert r.info.status == "FINISHED" and r.data.tags["state"] == "complete"
         assert "objective" in r.data.metrics and r.data.tags["seed"]
     table = _recheck_table(workdir, parent.info.run_id)
@@ -63,11 +57,8 @@ def test_recheck_off_and_fewer_than_two_trials(make_experiment, workdir: Path) -
     one = make_experiment("one", study__n_trials=1, study__recheck_top=3)
     result = runner.invoke(app, ["run", str(one)])
     assert result.exit_code == 0 and "recheck (" not in result.stdout
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     for name in ("off", "one"):
-        exp_id = client.get_experiment_by_name(name).experiment_id
-        runs = client.search_runs([exp_id], filter_string="tags.`tuning.role` = 'recheck'")
-        assert runs == []
+        assert mlflow_runs(workdir, name, role="recheck") == []
     assert len(optuna.load_study(study_name="one", storage="sqlite:///optuna.db").trials) == 1
 
 
@@ -82,18 +73,14 @@ def test_time_left_after_a_round_buys_more_rounds(make_experiment, workdir: Path
     )  # fmt: skip
     result = runner.invoke(app, ["run", str(exp)])
     assert result.exit_code == 0, result.output
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    exp_id = client.get_experiment_by_name("rounds").experiment_id
-    runs = client.search_runs([exp_id], filter_string="tags.`tuning.role` = 'recheck'")
+    runs = mlflow_runs(workdir, "rounds", role="recheck")
     names = sorted(r.info.run_name for r in runs)
     numbers = sorted({r.data.tags["trial_number"] for r in runs})
     assert names == sorted(
         f"trial-{n}-recheck-{k}" for n in numbers for k in range(1, RECHECK_ROUNDS + 1)
     )
     assert len({r.data.tags["seed"] for r in runs}) == len(runs)  # other weights every time
-    parent = next(
-        r for r in client.search_runs([exp_id]) if r.data.tags.get("tuning.role") == "job"
-    )
+    parent = mlflow_runs(workdir, "rounds", role="job")[0]
     table = _recheck_table(workdir, parent.info.run_id)
     for row in table:
         assert len(row["values"]) == RECHECK_ROUNDS

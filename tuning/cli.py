@@ -95,7 +95,7 @@ def _hush_libraries() -> None:
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    from tuning.engines.base import STOP
+    from tuning.process import STOP
 
     # Raised wherever the main thread is; if that spot swallows it (a finalizer, a library's
     # catch-all), the job still stops at the next epoch end or trial end, where STOP is checked.

@@ -6,17 +6,32 @@ when its pid is gone, or when the pid now belongs to a process that started at a
 (pids are reused); that is known at once, so a job started right after ``kill -9`` fails the
 dead trial and ends its runs without waiting for a heartbeat to go stale. A process on another
 host cannot be checked from here: Optuna's heartbeat covers those.
+
+Also owns :data:`STOP`, a stop requested of this process (SIGTERM), which the trial runner
+checks at every epoch end.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 from pathlib import Path
 
-__all__ = ["Identity", "identity", "is_dead"]
+__all__ = ["STOP", "Identity", "check_stop", "identity", "is_dead"]
 
 Identity = dict[str, str]
+
+# Set by the command line's SIGTERM handler, which also raises KeyboardInterrupt at once; this
+# flag makes a job stop at the next epoch or trial end even where a library swallowed that.
+STOP = threading.Event()
+
+
+def check_stop() -> None:
+    """Raise KeyboardInterrupt when a stop was requested (the runner calls it at each epoch
+    end, the engines at each trial end)."""
+    if STOP.is_set():
+        raise KeyboardInterrupt("stop requested (SIGTERM)")
 
 
 def _start_ticks(pid: int) -> str | None:

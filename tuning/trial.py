@@ -36,8 +36,8 @@ from tuning import backend, train
 from tuning.config import Experiment
 from tuning.data import Dataset
 from tuning.data.encoding import decode, load_keras
-from tuning.engines.base import check_stop
 from tuning.model import build_model, compile_for_task
+from tuning.process import check_stop
 from tuning.tracking import ParentRun, Tracker, TrialRun
 from tuning.train import EpochHook, FitResult
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
+
+from tuning.process import STOP, check_stop  # re-exported: part of the engine contract
 
 if TYPE_CHECKING:
     from tuning.config import Experiment
@@ -27,16 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["STOP", "Engine", "JobContext", "Outcome", "Ranked", "Say", "check_stop"]
 
 Say = Callable[[str], None]
-
-# Set by the command line's SIGTERM handler, which also raises KeyboardInterrupt at once; this
-# flag makes a job stop at the next epoch or trial end even where a library swallowed that.
-STOP = threading.Event()
-
-
-def check_stop() -> None:
-    """Raise KeyboardInterrupt when a stop was requested (engines call it at each epoch end)."""
-    if STOP.is_set():
-        raise KeyboardInterrupt("stop requested (SIGTERM)")
 
 
 @dataclasses.dataclass

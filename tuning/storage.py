@@ -22,6 +22,7 @@ import sqlalchemy
 from tuning import process, records
 from tuning.config import Experiment, redact
 from tuning.errors import ConfigError
+from tuning.locks import store_lock
 
 __all__ = [
     "check_study_storage",
@@ -123,6 +124,9 @@ class SharedSQLite(sqlite3.Connection):
 def open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
     """The experiment's storage, with the heartbeat and retry its settings ask for.
 
+    A storage not there yet is created here (its tables), under :func:`tuning.locks.store_lock`:
+    jobs that start at the same moment create it once.
+
     Raises:
         ConfigError: when the storage cannot be opened (driver missing, server down).
     """
@@ -137,13 +141,17 @@ def open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
             if hb and exp.study.max_retries
             else None
         )
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=hb,
-            grace_period=2 * hb if hb else None,
-            heartbeat_stale_trial_callback=retry,
-            **kwargs,  # type: ignore[arg-type]
-        )
+        # Opening a fresh storage creates its tables: once, whatever number of jobs start now.
+        with store_lock(url):
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=hb,
+                grace_period=2 * hb if hb else None,
+                heartbeat_stale_trial_callback=retry,
+                **kwargs,  # type: ignore[arg-type]
+            )
+    except ConfigError:
+        raise
     except Exception as e:  # driver missing, server down, bad credentials
         raise ConfigError(
             f"cannot open the study storage {redact(url)} ({db_error_reason(e)})",

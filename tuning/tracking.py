@@ -53,6 +53,7 @@ from tuning import process  # noqa: E402
 from tuning.champion import Decision, Standing  # noqa: E402
 from tuning.config import redact  # noqa: E402
 from tuning.errors import ConfigError  # noqa: E402
+from tuning.locks import store_lock  # noqa: E402
 
 __all__ = [
     "Champion",
@@ -60,6 +61,7 @@ __all__ = [
     "Tracker",
     "TrialRun",
     "check_tracking_uri",
+    "open_client",
     "resolve_tracking_uri",
     "ui_link",
 ]
@@ -137,6 +139,18 @@ def check_tracking_uri(uri: str, *, source: str | None = None, timeout: float = 
             )
 
 
+def open_client(uri: str) -> MlflowClient:
+    """A client of the tracking store at ``uri``.
+
+    MLflow opens its store when the client is made, and the first opening of a SQL store
+    (SQLite, PostgreSQL) creates its tables and runs its migrations: under
+    :func:`tuning.locks.store_lock`, so that jobs starting at the same moment create it once
+    (the others wait, then find it complete). A server (``http://``) creates its own store.
+    """
+    with store_lock(uri):
+        return MlflowClient(tracking_uri=uri)
+
+
 def is_unreachable(error: BaseException) -> bool:
     """Whether ``error`` (or what caused it) says the tracking server cannot be reached."""
     seen: BaseException | None = error
@@ -157,7 +171,8 @@ def ui_link(uri: str, experiment_id: str) -> str:
     page = f"#/experiments/{experiment_id}?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
         return f"{redact(uri).rstrip('/')}/{page}"
-    return f"mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/{page}"
+    # A database's password stays out of the terminal: the person running it knows it.
+    return f"mlflow ui --backend-store-uri {redact(uri)}, then open http://127.0.0.1:5000/{page}"
 
 
 # Which splits each run used: a trial trains on train and picks epochs on validation; the job's
@@ -212,6 +227,19 @@ def _log_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -
             if attempt == 2 or "unique" not in str(e).lower():
                 raise
             time.sleep(0.1 * (attempt + 1))
+
+
+def _registry_collision(error: mlflow.exceptions.MlflowException) -> bool:
+    """Whether registering failed only because another job registered at the same moment.
+
+    MLflow (3.17, every store) already lets the loser of creating the registered model go on
+    to add its version, and retries taking the next version number three times; this is for
+    what gets through: a store or release that reports the collision instead (the registered
+    model "already exists", or "Model Version creation error ... Giving up").
+    """
+    return error.error_code in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS") or (
+        "Model Version creation error" in str(error)
+    )
 
 
 def predict(model_uri: str, rows: pd.DataFrame | np.ndarray) -> np.ndarray | pd.DataFrame:
@@ -393,6 +421,7 @@ class ParentRun(Run):
         direction: str,
         data_key: str,
         trial: int | None,
+        data_tags: Mapping[str, str] | None = None,
     ) -> str:
         """Register the logged model as a new version of ``name``, tagged with what it was
         scored on (read back by :meth:`champion_standing`); returns the version."""
@@ -404,8 +433,16 @@ class ParentRun(Run):
             "value": repr(float(value)),
             "data": data_key,
             "parent_run_id": self.run_id,
+            **(data_tags or {}),
         }
-        return str(mlflow.register_model(model_uri, name, tags=tags).version)
+        for attempt in range(3):
+            try:
+                return str(mlflow.register_model(model_uri, name, tags=tags).version)
+            except mlflow.exceptions.MlflowException as e:
+                if attempt == 2 or not _registry_collision(e):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def champion_standing(self, name: str) -> Standing | None:
         """The version ``@champion`` points at, as its tags record it; ``None`` when none does."""
@@ -414,12 +451,14 @@ class ParentRun(Run):
         except mlflow.exceptions.MlflowException:
             return None
         tags = current.tags
-        value = tags.get("value")
+        value, rows = tags.get("value"), tags.get("data_rows")
         return Standing(
             version=str(current.version),
             metric=tags.get("metric"),
             data=tags.get("data"),
             value=float(value) if value is not None else None,
+            inputs=tags.get("data_inputs"),
+            rows=int(rows) if rows and rows.isdigit() else None,
         )
 
     def record_champion(self, name: str, version: str, decision: Decision) -> Champion:
@@ -457,7 +496,7 @@ class Tracker:
         mlflow.set_tracking_uri(uri)
         self.uri = uri
         self.study = study
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = open_client(uri)
         self.adopted_run_id = os.environ.get("MLFLOW_RUN_ID") or None
         self.data_inputs: list[DatasetInput] = []  # set by ParentRun.log_inputs
         if self.adopted_run_id:
@@ -467,12 +506,22 @@ class Tracker:
             self.experiment_id = self._experiment_id(experiment)
         exp = self.client.get_experiment(self.experiment_id)
         if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-            self.client.set_experiment_tag(
-                self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
-            )
+            self._tag_experiment_kind()
         self.experiment_name = exp.name
         # Logged models belong to the fluent "active" experiment: make it this one.
         mlflow.set_experiment(experiment_id=self.experiment_id)
+
+    def _tag_experiment_kind(self) -> None:
+        """Tag an experiment made elsewhere (``mlflow run``, MLflow's UI) with its kind; another
+        job tagging it at the same moment may win the insert, and then the tag is there."""
+        try:
+            self.client.set_experiment_tag(
+                self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
+        except mlflow.exceptions.MlflowException:
+            tags = self.client.get_experiment(self.experiment_id).tags
+            if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                raise
 
     def _experiment_id(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
@@ -574,11 +623,14 @@ class Tracker:
             finally:
                 trial_run.end(status)
 
-    def close_dead_jobs(self) -> int:
+    def close_dead_jobs(self, *, study: str | None = None) -> int:
         """End parent runs of this study left RUNNING by a job on this host that no longer runs.
 
         A job killed with SIGKILL cannot end its own run. Jobs on other hosts are left alone:
         from here they cannot be told apart from jobs still running.
+
+        Args:
+            study: Another study's (an earlier version's) instead of this job's.
 
         Returns:
             How many parent runs were ended (as KILLED).
@@ -587,7 +639,7 @@ class Tracker:
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=(
-                f"tags.study = '{self.study}' and tags.`tuning.role` = 'job' "
+                f"tags.study = '{study or self.study}' and tags.`tuning.role` = 'job' "
                 f"and tags.host = '{host}' and attributes.status = 'RUNNING'"
             ),
             max_results=1000,
@@ -602,11 +654,12 @@ class Tracker:
             closed += 1
         return closed
 
-    def close_orphans(self, dead_trials: Mapping[int, str]) -> int:
+    def close_orphans(self, dead_trials: Mapping[int, str], *, study: str | None = None) -> int:
         """End trial runs left RUNNING by a killed process, given the trials Optuna knows dead.
 
         Args:
             dead_trials: trial number -> Optuna state name, for trials no longer running.
+            study: Whose trials they are, when not this job's study (an earlier version).
 
         Returns:
             How many runs were ended (as KILLED, tagged ``state=failed``).
@@ -616,7 +669,7 @@ class Tracker:
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=(
-                f"tags.study = '{self.study}' and tags.`tuning.role` = 'trial' "
+                f"tags.study = '{study or self.study}' and tags.`tuning.role` = 'trial' "
                 "and attributes.status = 'RUNNING'"
             ),
             max_results=1000,
@@ -671,7 +724,7 @@ def find_test_scores(uri: str, picks: Mapping[str, int]) -> dict[str, float | No
         uri: Tracking URI.
         picks: Study name -> its best trial number.
     """
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     out: dict[str, float | None] = {}
     for study, trial in picks.items():
@@ -697,7 +750,7 @@ def log_comparison(
     Returns:
         The run id.
     """
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(
         experiment_ids, filter_string=f"tags.study = '{studies[0]}'", max_results=1

@@ -63,12 +63,37 @@ def test_the_first_version_is_the_champion() -> None:
     assert d.promote and d.reason == "first version of this model" and d.against is None
 
 
-def test_a_champion_of_other_data_or_metric_stays() -> None:
-    for current in (Standing("3", ACC.metric, "x", 0.1), Standing("3", "val_loss", "d", 9)):
-        d = _decide(ACC, 0.99, current)
-        assert not d.promote and d.against == "3" and "not comparable" in d.reason
-        assert d.text.startswith("stayed: champion v3") and d.test == "none"
-        assert math.isnan(d.p_value)
+def test_a_champion_of_another_metric_stays() -> None:
+    d = _decide(ACC, 0.99, Standing("3", "val_loss", "d", 9))
+    assert not d.promote and d.against == "3" and "not comparable" in d.reason
+    assert d.text.startswith("stayed: champion v3") and d.test == "none"
+    assert math.isnan(d.p_value)
+
+
+@pytest.mark.parametrize(("p", "moved"), [(0.01, True), (0.3, False)])
+def test_on_changed_data_the_paired_test_on_todays_rows_decides(p: float, moved: bool) -> None:
+    """The champion's recorded value was measured on other rows: only today's test counts,
+    even where the new model's value is below the champion's old one."""
+    old = Standing("3", ACC.metric, "olddigest", 0.99, rows=450)
+    d = _decide(ACC, 0.80, old, test=("mcnemar_exact", p), rows=569)
+    assert d.promote is moved and d.against == "3" and d.p_value == p
+    assert d.reason.startswith("data changed since champion v3 was scored (450 rows, digest")
+    assert "569 rows now" in d.reason and "both scored on today's validation rows" in d.reason
+    assert not _decide(ACC, 0.99, old).promote  # no paired test: no move on other data
+
+
+@pytest.mark.parametrize(("rule", "moved"), [("replace", True), ("keep", False)])
+def test_a_champion_that_cannot_score_todays_data_follows_the_rule(rule: str, moved: bool) -> None:
+    old = Standing("3", ACC.metric, "d", 0.99, inputs="abc")
+    assert (
+        not old.can_score("xyz")
+        and old.can_score("abc")
+        and Standing("1", "m", "d", 1).can_score("x")
+    )
+    d = _decide(ACC, 0.5, old, stale="KeyError: 'x'", stale_rule=rule)
+    assert d.promote is moved
+    assert "cannot score today's data (KeyError: 'x')" in d.reason
+    assert d.reason.endswith(f"(tracking.stale_champion: {rule})")
 
 
 @pytest.mark.parametrize(

@@ -31,16 +31,20 @@ def test_champion_moves_only_to_a_better_model(make_experiment, workdir: Path) -
     assert "registered digits-mlp v2, now @champion (val_accuracy" in out
     out = _run(exp)  # a weak model again: it stays a challenger
     assert "registered digits-mlp v3 as a challenger (val_accuracy" in out
+    # Other validation rows: both models are scored on today's rows by the paired test.
     out = _run(exp, "--set", "dataset.seed=7", "--set", "training.max_epochs=30")
-    assert "v4 as a challenger" in out and "not comparable" in out
+    assert "digits-mlp v4" in out and "data changed since champion v2 was scored" in out
 
     client = mlflow_client(workdir)
+    moved = client.get_model_version("digits-mlp", "4").tags["champion_decision"]
+    moved_to_4 = moved.startswith("moved")
     champion = client.get_model_version_by_alias("digits-mlp", "champion")
-    assert str(champion.version) == "2"
+    assert str(champion.version) == ("4" if moved_to_4 else "2")
     roles = {
         str(v.version): v.tags["role"] for v in client.search_model_versions("name='digits-mlp'")
     }
-    assert roles == {"1": "former champion", "2": "champion", "3": "challenger", "4": "challenger"}
+    assert roles["1"] == "former champion" and roles["3"] == "challenger"
+    assert roles["2"] == ("former champion" if moved_to_4 else "champion")
     # Every version after the first says how it was compared with the champion of its time.
     tags = {str(v.version): v.tags for v in client.search_model_versions("name='digits-mlp'")}
     assert "champion_test" not in tags["1"]
@@ -48,9 +52,11 @@ def test_champion_moves_only_to_a_better_model(make_experiment, workdir: Path) -
     assert float(tags["2"]["champion_p_value"]) < 0.05
     assert tags["2"]["champion_decision"].startswith("moved: val_accuracy")
     assert tags["3"]["champion_decision"].startswith("stayed: ")
-    assert tags["4"]["champion_test"] == "none" and tags["4"]["champion_p_value"] == ""
-    assert "not comparable" in tags["4"]["champion_decision"]
-    assert champion.tags["metric"] == "val_accuracy" and champion.tags["study"] == "champ"
+    assert tags["4"]["champion_test"] == "mcnemar_exact" and tags["4"]["champion_p_value"] != ""
+    assert "both scored on today's validation rows" in tags["4"]["champion_decision"]
+    assert champion.tags["metric"] == "val_accuracy"
+    # Another split is another data version of the study (tuning.lineage).
+    assert champion.tags["study"] == ("champ@v2" if moved_to_4 else "champ")
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/digits-mlp@champion")
     from sklearn.datasets import load_digits

@@ -90,16 +90,26 @@ class Standing:
         metric: The objective it was scored on.
         data: The key of the data it was scored on (``Experiment.data_key``).
         value: Its validation value.
+        inputs: The digest of what it takes and gives (columns, targets, classes;
+            ``tuning.lineage.DataPrint.inputs``), ``None`` when not recorded.
+        rows: The rows of the data it was scored on, ``None`` when not recorded.
     """
 
     version: str
     metric: str | None
     data: str | None
     value: float | None
+    inputs: str | None = None
+    rows: int | None = None
 
-    def comparable(self, *, metric: str, data_key: str) -> bool:
-        """Whether a new model scored on ``metric`` and ``data_key`` can be held against it."""
-        return self.metric == metric and self.data == data_key and self.value is not None
+    def comparable(self, *, metric: str) -> bool:
+        """Whether a new model scored on ``metric`` can be held against it (on today's rows,
+        by a paired test, where the data changed since it was scored)."""
+        return self.metric == metric and self.value is not None
+
+    def can_score(self, inputs: str) -> bool:
+        """Whether it takes today's inputs and gives today's classes (unknown: assumed so)."""
+        return not self.inputs or not inputs or self.inputs == inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,13 +145,19 @@ def decide(
     current: Standing | None,
     test: tuple[str, float] | None = None,
     alpha: float = 0.05,
+    stale: str | None = None,
+    stale_rule: str = "replace",
+    rows: int | None = None,
 ) -> Decision:
     """Whether a new model of validation ``value`` replaces the champion ``current``.
 
-    The first version becomes the champion. A champion scored on another metric or other data
-    stays (not comparable). Otherwise the new model must be better in ``objective``'s direction
-    and, with a paired ``test`` (name, p-value) on the same validation rows, better by more than
-    noise: p below ``alpha``.
+    The first version becomes the champion. A champion scored on another metric stays (not
+    comparable). A champion that cannot score today's data (``stale``: why) is replaced or kept
+    as ``stale_rule`` says (``tracking.stale_champion``). Where the data changed since the
+    champion was scored, its recorded value means nothing today: the paired ``test`` of both
+    models on today's validation rows decides alone (p below ``alpha``). Otherwise the new model
+    must be better in ``objective``'s direction and, with a paired ``test`` (name, p-value) on
+    the same validation rows, better by more than noise: p below ``alpha``.
 
     .. code-block:: python
 
@@ -155,17 +171,38 @@ def decide(
     """
     if current is None:
         return Decision(promote=True, reason="first version of this model")
-    if not current.comparable(metric=metric, data_key=data_key):
+    if stale is not None:
+        replace = stale_rule == "replace"
+        return Decision(
+            promote=replace,
+            reason=f"champion v{current.version} cannot score today's data ({stale}): "
+            f"{'replaced' if replace else 'kept'} (tracking.stale_champion: {stale_rule})",
+            against=current.version,
+        )
+    if not current.comparable(metric=metric):
         return Decision(
             promote=False,
-            reason=f"champion v{current.version} was scored on {current.metric!r} / other "
-            "data; not comparable",
+            reason=f"champion v{current.version} was scored on {current.metric!r}; not comparable",
             against=current.version,
         )
     assert current.value is not None  # comparable() checked it
-    better = objective.better(value, current.value)
-    reason = f"{metric} {value:.4f} vs champion v{current.version} {current.value:.4f}"
+    changed = current.data != data_key
+    better = True if changed else objective.better(value, current.value)
+    if changed:
+        before = f"{current.rows} rows" if current.rows is not None else "other rows"
+        reason = (
+            f"data changed since champion v{current.version} was scored ({before}, digest "
+            f"{(current.data or '?')[:8]} -> {data_key[:8]}"
+            + (f", {rows} rows now" if rows is not None else "")
+            + f"); both scored on today's validation rows: {metric} {value:.4f} (new)"
+        )
+    else:
+        reason = f"{metric} {value:.4f} vs champion v{current.version} {current.value:.4f}"
     if test is None:
+        if changed:
+            return Decision(
+                promote=False, reason=reason + "; no paired test", against=current.version
+            )
         return Decision(promote=better, reason=reason, against=current.version)
     name, p_value = test
     promote = better and p_value < alpha

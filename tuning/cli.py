@@ -232,8 +232,8 @@ def _run_workers(exp: Experiment, workers: int, args: list[str], *, quiet: bool 
     from tuning.workers import run_workers
 
     try:
-        _, uri = validate_job(exp)
-        prepare_stores(exp, uri)
+        data, uri = validate_job(exp)
+        prepare_stores(exp, data, uri, say=typer.echo)
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         return EXIT_USER_ERROR
@@ -321,20 +321,150 @@ def _open_study(study_name: str, storage: str) -> optuna.Study:
 StorageOption = Annotated[str, typer.Option("--storage", help="Optuna storage URL of the study")]
 
 
+@dataclasses.dataclass
+class _Picked:
+    """The version of a study a reading command shows, and every version of that study.
+
+    Attributes:
+        base: The study's name (its first version's Optuna study).
+        study: The Optuna study of the version shown.
+        chain: Every version (:func:`tuning.report.version_summaries`, oldest first); empty for
+            a version no other points at (a job died making it).
+        shown: The shown version's entry in ``chain`` (``None`` when ``chain`` is empty).
+    """
+
+    base: str
+    study: optuna.Study
+    chain: list[dict[str, Any]]
+    shown: dict[str, Any] | None
+
+    @property
+    def versioned(self) -> bool:
+        """Whether the study has more than one version (else it reads as it always did)."""
+        return len(self.chain) > 1
+
+    def header(self) -> str:
+        """``study 'quickstart' version 2 of 2 ('quickstart@v2', started because: ...)``."""
+        shown = self.shown or {}
+        current = self.chain[-1] if self.chain else shown
+        why = _started_because(shown)
+        later = (
+            ""
+            if shown.get("current", True)
+            else f"; current: version {current['version']} {current['study']!r}"
+        )
+        return (
+            f"study {self.base!r} version {shown.get('version', 1)} of {len(self.chain) or 1} "
+            f"({self.study.study_name!r}, {why}{later})"
+        )
+
+    def json(self) -> dict[str, Any]:
+        """The version shown and every version, for ``--json``."""
+        shown = self.shown or {}
+        return {
+            "base": self.base,
+            "version": shown.get("version"),
+            "current": self.chain[-1]["study"] if self.chain else self.study.study_name,
+            "versions": self.chain,
+        }
+
+
+def _started_because(version: dict[str, Any]) -> str:
+    if version.get("reason"):
+        return f"started because: {version['reason']}"
+    if version.get("version", 1) == 1:
+        return "the first version"
+    return "started before reasons were recorded"
+
+
+VersionOption = Annotated[
+    int | None,
+    typer.Option(
+        "--version", min=1, metavar="N", help="show version N of the study (default: current)"
+    ),
+]
+
+
+def _pick(name: str, storage: str, version: int | None = None) -> _Picked:
+    """The version of study ``name`` to show: a base name means its current version,
+    ``NAME@vN`` that version, ``version`` the version of that number.
+
+    Raises:
+        ConfigError: no such study or version (naming those there are), or a storage that
+            cannot be read.
+    """
+    from tuning.lineage import base_of
+    from tuning.report import version_summaries
+    from tuning.storage import study_summaries
+
+    base, number = base_of(name)
+    named = name != base  # NAME@vN
+    if version is not None and named and version != number:
+        raise ConfigError(
+            f"{name!r} is version {number} of study {base!r}, --version asks for {version}",
+            source="--version",
+            fix=f"give the study's name {base!r} with --version, or the version's name alone",
+        )
+    names = {s.study_name for s in study_summaries(storage)}
+    chain = version_summaries(storage, base) if base in names else []
+    want = version if version is not None else number if named else None
+    shown = chain[-1] if chain and want is None else None
+    shown = shown or next((v for v in chain if v["version"] == want), None)
+    if shown is None and chain and not (version is None and name in names):
+        raise ConfigError(
+            f"study {base!r} has no version {want}",
+            source="--version" if version is not None else "STUDY",
+            fix=f"use one of versions {', '.join(str(v['version']) for v in chain)} "
+            f"(or {base!r} alone for the current one)",
+        )
+    if shown is None:  # no versions recorded, or a version no other links to
+        return _Picked(base, _open_study(name, storage), [], None)
+    return _Picked(base, _open_study(shown["study"], storage), chain, shown)
+
+
+def _version_brief(v: dict[str, Any]) -> str:
+    """One version of a study in one line (`tuning status`, `tuning show`)."""
+    trials = f"{v['trials']} trials" + (f" ({v['carried']} carried)" if v["carried"] else "")
+    if v["best_trial"] is not None:
+        origin = f", {v['best_from']}" if v.get("best_from") else ""
+        best = f"best {v['best_value']:.4f} (#{v['best_trial']}{origin})"
+    else:
+        best = "no best yet"
+    if v["data_rows"] is not None:
+        data = f"data {v['data_rows']} rows ({v['data_digest'][:8]})"
+        began = v.get("data_rows_began")
+        if began is not None and began != v["data_rows"]:
+            data += f", began with {began}"
+    else:
+        data = "data not recorded"
+    champion = f"; champion {v['champion']}" if v.get("champion") else ""
+    return f"v{v['version']} {v['study']!r}: {trials}; {best}; {data}{champion}; " + (
+        _started_because(v)
+    )
+
+
 @app.command()
 def show(
-    study_name: Annotated[str, typer.Argument(metavar="STUDY", help="study name")],
+    study_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="STUDY", help="study name (its current version) or a version's, NAME@vN"
+        ),
+    ],
     storage: StorageOption = "sqlite:///optuna.db",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     top: Annotated[int, typer.Option("--top", help="how many best trials to list")] = 10,
+    version: VersionOption = None,
 ) -> None:
-    """Print a study's state from its storage: trials by state, best trial, top trials."""
+    """Print a study's state from its storage: which version, trials by state, best trial, top
+    trials, and the study's other versions."""
     from tuning.report import last_trial_time, results_table, state_counts
 
     try:
-        study = _open_study(study_name, storage)
+        picked = _pick(study_name, storage, version)
     except ConfigError as e:
         raise _fail(e) from None
+    study = picked.study
     trials = study.get_trials(deepcopy=False)
     counts = {k: n for k, n in state_counts(trials).items() if n}
     last = last_trial_time(trials)
@@ -343,7 +473,8 @@ def show(
         typer.echo(
             json.dumps(
                 {
-                    "study": study_name,
+                    "study": study.study_name,
+                    **picked.json(),
                     "direction": study.direction.name.lower(),
                     "trials": len(trials),
                     "states": counts,
@@ -356,38 +487,71 @@ def show(
             )
         )
         return
+    if picked.versioned:
+        typer.echo(picked.header())
     states = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no trials"
+    carried = (picked.shown or {}).get("carried")
     typer.echo(
-        f"study {study_name!r} ({study.direction.name.lower()}): {len(trials)} trials: {states}"
+        f"study {study.study_name!r} ({study.direction.name.lower()}): {len(trials)} trials: "
+        f"{states}" + (f"; {carried} carried from earlier versions" if carried else "")
     )
+    if picked.versioned and picked.shown and picked.shown["data_rows"] is not None:
+        v = picked.shown
+        began = v["data_rows_began"]
+        typer.echo(
+            f"data: {v['data_rows']} rows (digest {v['data_digest'][:8]}), objective "
+            f"{v['metric']}"
+            + (f"; the version began with {began} rows" if began != v["data_rows"] else "")
+        )
     if last:
         typer.echo(f"last trial: {last:%Y-%m-%d %H:%M:%S}")
     backends = _backends(trials)
     if backends:
         typer.echo("backend: " + ", ".join(f"{name} ({n} trials)" for name, n in backends.items()))
-    for line in results_table(study, top=top):
+    if picked.versioned:
+        typer.echo(f"versions of study {picked.base!r} (* shown):")
+        for v in picked.chain:
+            mark = "*" if v is picked.shown else " "
+            typer.echo(f"  {mark} {_version_brief(v)}")
+    for line in results_table(study, top=top, origins=True):
         typer.echo(line)
 
 
 @app.command()
 def best(
-    study_name: Annotated[str, typer.Argument(metavar="STUDY", help="study name")],
+    study_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="STUDY", help="study name (its current version) or a version's, NAME@vN"
+        ),
+    ],
     storage: StorageOption = "sqlite:///optuna.db",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    version: VersionOption = None,
 ) -> None:
-    """Print a study's best trial: value, hyperparameters, size, and its MLflow run."""
+    """Print the best trial of a study's version (the current one unless told): value,
+    hyperparameters, size, its MLflow run, and the version it came from if carried."""
     try:
-        study = _open_study(study_name, storage)
+        picked = _pick(study_name, storage, version)
     except ConfigError as e:
         raise _fail(e) from None
+    study = picked.study
     found = _best(study)
     if found is None:
-        typer.echo(f"study {study_name!r} has no complete trial yet", err=True)
+        which = f" ({picked.header()})" if picked.versioned else ""
+        typer.echo(f"study {study.study_name!r}{which} has no complete trial yet", err=True)
         raise typer.Exit(1)
     if as_json:
-        typer.echo(json.dumps(found, indent=2, default=str))
+        typer.echo(
+            json.dumps(
+                {**found, "study": study.study_name, **picked.json()}, indent=2, default=str
+            )
+        )
         return
-    typer.echo(f"trial {found['number']}: value {found['value']:.6g}")
+    if picked.versioned:
+        typer.echo(picked.header())
+    origin = f" ({found['carried']})" if found.get("carried") else ""
+    typer.echo(f"trial {found['number']}: value {found['value']:.6g}{origin}")
     for key, value in found["params"].items():
         typer.echo(f"  {key:<20} {value}")
     from tuning.records import FIGURES
@@ -406,7 +570,8 @@ def status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """List the studies in a storage: trials by state, best value, last trial, champion."""
+    """List the studies in a storage: trials by state, best value, last trial, champion; a
+    study with several versions once, as its current version, with a line per version."""
     from tuning.config import redact
 
     try:
@@ -414,7 +579,7 @@ def status(
     except ConfigError as e:
         raise _fail(e) from None
     champions = _champions(tracking_uri)
-    rows = [_status_row(summary, storage, champions) for summary in summaries]
+    rows = _status_rows(summaries, storage, champions)
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -437,7 +602,61 @@ def status(
         )
         champ = f", champion {r['champion']}" if r["champion"] else ""
         last_at = r["last_trial_at"]
-        typer.echo(f"{r['study']}: {r['trials']} trials ({states}); {best}; last {last_at}{champ}")
+        which = ""
+        if len(r["versions"]) > 1:
+            which = f" version {r['version']} of {len(r['versions'])} ({r['current']!r}):"
+        elif r.get("unlinked"):
+            which = (
+                f" (a version of {r['unlinked']!r} no other links to: a job died making it, "
+                f"the next job of {r['unlinked']!r} removes it)"
+            )
+        typer.echo(
+            f"{r['study']}:{which} {r['trials']} trials ({states}); {best}; last {last_at}{champ}"
+        )
+        if len(r["versions"]) > 1:
+            for v in r["versions"]:
+                typer.echo(f"    {_version_brief(v)}")
+
+
+def _status_rows(
+    summaries: list[optuna.study.StudySummary], storage: str, champions: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The rows of `tuning status`: a study once, under its name, with its versions (the row's
+    figures are its current version's)."""
+    import optuna
+
+    from tuning.lineage import base_of
+    from tuning.report import version_summaries
+
+    by_name = {s.study_name: s for s in summaries}
+    chains: dict[str, list[dict[str, Any]]] = {}
+    linked: set[str] = set()
+    store = optuna.storages.get_storage(storage) if by_name else None
+    for name in by_name:
+        if base_of(name)[0] == name:
+            chains[name] = version_summaries(store or storage, name)
+            linked.update(v["study"] for v in chains[name])
+    rows = []
+    for name, summary in by_name.items():
+        if name in chains:
+            # A version made since the studies were listed waits for the next `status`.
+            chain = [v for v in chains[name] if v["study"] in by_name]
+            for v in chain:
+                v["champion"] = champions.get(v["study"])
+            current: str = chain[-1]["study"] if chain else name
+            row = _status_row(by_name[current], storage, champions)
+            row["champion"] = next(
+                (v["champion"] for v in reversed(chain) if v["champion"]), row["champion"]
+            )
+            row.update(study=name, current=current, version=chain[-1]["version"] if chain else 1)
+            row["versions"] = chain
+            rows.append(row)
+        elif name not in linked:  # a version no other links to (a job died making it)
+            row = _status_row(summary, storage, champions)
+            base, number = base_of(name)
+            row.update(current=name, version=number, versions=[], unlinked=base)
+            rows.append(row)
+    return rows
 
 
 def _status_row(
@@ -486,41 +705,80 @@ def compare(
         bool, typer.Option("--log/--no-log", help="record the table and plot as an MLflow run")
     ] = True,
 ) -> None:
-    """Compare studies: trials, best and test scores, how fast each got near its best, size."""
+    """Compare studies: trials, best and test scores, how fast each got near its best, size.
+
+    A study name or an experiment file means the study's current version; ``NAME@vN`` names
+    one version."""
     from tuning.config import load_experiment
     from tuning.report import compare_studies
-    from tuning.tracking import find_test_scores, resolve_tracking_uri, store_exists
+    from tuning.tracking import resolve_tracking_uri, store_exists
 
-    studies, metric = [], "value"
+    picked: list[_Picked] = []
+    metric = "value"
     try:
         for target in targets:
             if target.endswith((".yaml", ".yml")):
                 exp = load_experiment(target)
-                studies.append(_open_study(exp.study_name, exp.study.storage))
+                picked.append(_pick(exp.study_base, exp.study.storage))
                 metric = exp.objective.metric
                 tracking_uri = tracking_uri or exp.tracking.uri
             else:
-                studies.append(_open_study(target, storage))
+                picked.append(_pick(target, storage))
     except ConfigError as e:
         raise _fail(e) from None
+    studies = [p.study for p in picked]
     uri = resolve_tracking_uri(tracking_uri)
     have_store = store_exists(uri)
-    picks = {}
-    for study in studies:
-        best_trial = _best(study)
-        if best_trial is not None:
-            picks[study.study_name] = best_trial["number"]
-    scores = find_test_scores(uri, picks) if have_store else {}
+    scores = _test_scores(uri, studies) if have_store else {}
     rows = compare_studies(studies, test_scores=scores)
+    for row, p in zip(rows, picked, strict=True):
+        row.update({k: v for k, v in p.json().items() if k != "versions"})
+        row["versions"] = len(p.chain) or 1
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
     else:
         for line in _compare_lines(rows, metric):
             typer.echo(line)
+        said = set()
+        for p in picked:
+            name = p.study.study_name
+            if p.versioned and p.shown and name not in said:
+                said.add(name)
+                current = p.chain[-1]["study"]
+                which = "the current one" if current == name else f"current: {current!r}"
+                typer.echo(
+                    f"{name}: version {p.shown['version']} of {len(p.chain)} of study "
+                    f"{p.base!r} ({which})"
+                )
     if log and have_store:
         run_id = _log_compare(uri, studies, rows, metric)
         if not as_json:
             typer.echo(f"logged to MLflow run {run_id} (compare.csv, compare.md, best_so_far.png)")
+
+
+def _test_scores(uri: str, studies: list[optuna.Study]) -> dict[str, float | None]:
+    """Study -> the test score of its best trial's model; a best trial copied from an earlier
+    version of the study has its score where it was trained (same data, same model)."""
+    from tuning.lineage import CARRIED_FROM
+    from tuning.tracking import find_test_scores
+
+    scores: dict[str, float | None] = {}
+    for study in studies:
+        found = _best(study)
+        if found is None:
+            continue
+        name = study.study_name
+        scores.update(find_test_scores(uri, {name: found["number"]}))
+        source, _, number = str(found.get(CARRIED_FROM) or "").rpartition("#")
+        if scores.get(name) is None and source and number.isdigit():
+            if str(found.get("carried", "")).startswith("copied"):
+                scores[name] = find_test_scores(uri, {source: int(number)}).get(source)
+    return scores
+
+
+def _metric_key(study: str) -> str:
+    """A study name as MLflow allows it in a metric's name (``quick@v2`` -> ``quick_v2``)."""
+    return re.sub(r"[^\w\-. :/]", "_", study)
 
 
 def _log_compare(
@@ -539,7 +797,7 @@ def _log_compare(
         md.write_text("\n".join(_compare_lines(rows, metric)) + "\n")
         plot = best_so_far_plot(studies, metric=metric, path=Path(tmp) / "best_so_far.png")
         numbers = {
-            f"{key}.{r['study']}": float(r[key])
+            f"{key}.{_metric_key(r['study'])}": float(r[key])
             for r in rows
             for key in ("best_value", "test_score", "seconds_to_within", "best_n_params")
             if r.get(key) is not None
@@ -576,11 +834,16 @@ def _best(study: optuna.Study) -> dict[str, Any] | None:
         trial = study.best_trial
     except ValueError:
         return None
+    from tuning.lineage import CARRIED_FROM
+    from tuning.report import carried_note
+
     return {
         "number": trial.number,
         "value": trial.value,
         "params": records.params(trial),
         **records.figures(trial),
+        CARRIED_FROM: trial.user_attrs.get(CARRIED_FROM),
+        "carried": carried_note(trial),
     }
 
 

@@ -21,16 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import optuna
 import yaml
 
-from tuning import backend, champion, engines, summary, tracking
+from tuning import backend, champion, engines, lineage, summary, tracking
 from tuning.config import Experiment, check_objective_for, redact
 from tuning.data import Dataset, load_dataset
 from tuning.engines.base import STOP, Engine, JobContext, Outcome, Say
 from tuning.errors import ConfigError, TrackingLost
 from tuning.recheck import RECHECK_SHARE, recheck
-from tuning.storage import check_study_storage, open_storage
+from tuning.storage import check_study_storage
 from tuning.tracking import Champion, ParentRun, Tracker
 
 __all__ = ["JobResult", "open_parent", "prepare_stores", "run_job", "validate_job"]
@@ -142,17 +141,29 @@ def open_parent(
     return tracker, parent
 
 
-def prepare_stores(exp: Experiment, uri: str) -> None:
-    """Create the study storage and the MLflow experiment once, before parallel workers open
-    them (each worker's engine then creates or loads the study itself)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna.create_study(
-        storage=open_storage(exp),
-        study_name=exp.study_name,
-        direction=exp.objective.direction,
-        load_if_exists=True,
-    )
+def prepare_stores(exp: Experiment, data: Dataset, uri: str, say: Say = print) -> None:
+    """Create the study storage, the study's current version and the MLflow experiment once,
+    before parallel workers open them (each worker then finds the same version)."""
+    if exp.study.engine == "optuna":
+        lineage.resolve(exp, data, say)
     Tracker(uri=uri, experiment=exp.mlflow_experiment, study=exp.study_name)
+
+
+def lineage_tags(exp: Experiment, data: Dataset, say: Say) -> dict[str, str]:
+    """Choose the study's version for this job (:func:`tuning.lineage.resolve`); its tags.
+
+    The KerasTuner engine keeps one project per study: its jobs record the digests only.
+    """
+    if exp.study.engine == "optuna":
+        return lineage.resolve(exp, data, say).tags()
+    found = lineage.data_print(exp, data)
+    return {
+        "lineage": exp.study_base,
+        "space_digest": lineage.digest(exp.space.to_dict()),
+        "data_digest": found.digest,
+        "data_schema": found.schema,
+        "data_rows": str(found.rows),
+    }
 
 
 def run_job(
@@ -183,7 +194,8 @@ def run_job(
     from tuning.ensemble import settle_model
     from tuning.trial import TrialRunner
 
-    tracker, parent = open_parent(exp, data, uri, engine_cls.parent_tags(exp))
+    tags = {**engine_cls.parent_tags(exp), **lineage_tags(exp, data, say)}
+    tracker, parent = open_parent(exp, data, uri, tags)
     search_deadline, recheck_deadline = _deadlines(exp, t0)
     runner = TrialRunner(exp, data=data, tracker=tracker, parent=parent)
     ctx = JobContext(exp, data, tracker, parent, say, runner, t0, search_deadline, progress)
@@ -324,34 +336,54 @@ def _register_champion(ctx: JobContext, model_uri: str) -> Champion | None:
     name, value = exp.tracking.register_as, models.best_value
     if not name or value is None:
         return None
-    metric, data_key = exp.objective.metric, exp.data_key()
+    metric, data = exp.objective.metric, lineage.data_print(exp, ctx.data)
     version = parent.register_model(
         name=name, model_uri=model_uri, value=value, metric=metric,
-        direction=exp.objective.direction, data_key=data_key, trial=models.best_trial,
+        direction=exp.objective.direction, data_key=data.digest, trial=models.best_trial,
+        data_tags={"data_inputs": data.inputs, "data_rows": str(data.rows),
+                   "data_schema": data.schema},
     )  # fmt: skip
     current = parent.champion_standing(name)
-    test = None
-    if current is not None and current.comparable(metric=metric, data_key=data_key):
-        test = _paired_test(ctx, model_uri, f"models:/{name}/{current.version}")
+    test, stale = None, None
+    if current is not None and current.comparable(metric=metric):
+        if current.can_score(data.inputs):
+            test, stale = _paired_test(ctx, model_uri, f"models:/{name}/{current.version}")
+        else:
+            stale = "it was trained on other columns, targets or classes"
     decision = champion.decide(
-        objective=exp.objective, metric=metric, value=value, data_key=data_key,
-        current=current, test=test, alpha=exp.tracking.champion_alpha,
+        objective=exp.objective, metric=metric, value=value, data_key=data.digest,
+        current=current, test=test, alpha=exp.tracking.champion_alpha, stale=stale,
+        stale_rule=exp.tracking.stale_champion, rows=data.rows,
     )  # fmt: skip
     return parent.record_champion(name, version, decision)
 
 
-def _paired_test(ctx: JobContext, challenger_uri: str, champion_uri: str) -> tuple[str, float]:
-    """Both logged models predict this job's validation rows (raw, as served); paired test."""
+def _paired_test(
+    ctx: JobContext, challenger_uri: str, champion_uri: str
+) -> tuple[tuple[str, float] | None, str | None]:
+    """Both logged models predict this job's validation rows (raw, as served); paired test.
+
+    Returns:
+        The test (name, p-value), or ``None`` and why the champion cannot score these rows.
+    """
     rows = ctx.data.validation_rows()
     from tuning.trial import validation_truth  # Keras: imported once the backend is fixed
 
-    return champion.paired_test(
+    challenger = tracking.predict(challenger_uri, rows)
+    try:
+        held = tracking.predict(champion_uri, rows)
+    except Exception as e:  # a column gone, a model that cannot load these rows
+        if tracking.is_unreachable(e):
+            raise
+        return None, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    test = champion.paired_test(
         ctx.data.task,
         validation_truth(ctx.data),
-        tracking.predict(challenger_uri, rows),
-        tracking.predict(champion_uri, rows),
+        challenger,
+        held,
         metric=ctx.exp.objective.metric,
     )
+    return test, None
 
 
 def _log_reports(engine: Engine, ctx: JobContext, metrics: dict[str, float | None]) -> None:

@@ -3,8 +3,10 @@
 Owns the files written for the parent run (``trials.csv``; ``optimization_history``,
 ``param_importances``, ``parallel_coordinate`` and ``slice`` plots as interactive HTML and as PNG
 for MLflow's preview; ``learning_curves.png``; ``summary.md``) and the results table printed at
-the end of a job. It reads a study and per-epoch histories and writes files or text; it does not
-talk to MLflow (``tracking.py`` uploads what this returns) and does not train anything.
+the end of a job, and what ``tuning status``/``show`` say of a study's versions
+(:func:`version_summaries`, :func:`carried_note`). It reads a study and per-epoch histories and
+writes files or text; it does not talk to MLflow (``tracking.py`` uploads what this returns) and
+does not train anything.
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tuning import records  # noqa: E402
+from tuning.lineage import CARRIED_FROM, versions  # noqa: E402
 from tuning.objective import Objective  # noqa: E402
 from tuning.process import is_dead  # noqa: E402
 
 __all__ = [
+    "carried_note",
     "last_trial_time",
     "state_counts",
     "results_table",
     "summary_markdown",
     "trials_table",
+    "version_summaries",
     "write_job_reports",
 ]
 
@@ -179,8 +184,12 @@ def _optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     return paths
 
 
-def results_table(study: optuna.Study, *, top: int = 5) -> list[str]:
-    """The best complete trials as text lines, like KerasTuner's ``results_summary``."""
+def results_table(study: optuna.Study, *, top: int = 5, origins: bool = False) -> list[str]:
+    """The best complete trials as text lines, like KerasTuner's ``results_summary``.
+
+    With ``origins``, a trial carried from an earlier version of the study says where it came
+    from (:func:`carried_note`) after its hyperparameters.
+    """
     complete = _ranked(study)
     if not complete:
         return []
@@ -189,12 +198,73 @@ def results_table(study: optuna.Study, *, top: int = 5) -> list[str]:
     for t in complete[:top]:
         attrs = t.user_attrs
         params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
+        note = carried_note(t) if origins else None
         lines.append(
             f"{t.number:>5}  {t.value:>8.4f}  {attrs.get(records.EPOCHS_TRAINED, ''):>6}  "
             f"{attrs.get(records.TRAIN_SECONDS, 0.0):>7.1f}  "
-            f"{attrs.get(records.N_PARAMS, ''):>8}  {params}"
+            f"{attrs.get(records.N_PARAMS, ''):>8}  {params}" + (f"  ({note})" if note else "")
         )
     return lines
+
+
+def carried_note(trial: optuna.trial.FrozenTrial) -> str | None:
+    """Where a trial of a later version came from (``None``: it was sampled in its own version).
+
+    A new version of a study starts with copies of the earlier version's trials (same value,
+    same MLflow run: ``copied from quickstart#3``) when only the space changed, or with the
+    earlier version's best configurations queued to train again on new data (``configuration
+    of quickstart#3, trained again``): both carry ``carried_from``; only a trained one records
+    the process that ran it.
+    """
+    source = trial.user_attrs.get(CARRIED_FROM)
+    if not source:
+        return None
+    if records.process_of(trial) is None:
+        return f"copied from {source}"
+    return f"configuration of {source}, trained again"
+
+
+def version_summaries(
+    storage: optuna.storages.BaseStorage | str, base: str
+) -> list[dict[str, Any]]:
+    """Each version of the study ``base`` (oldest first), as ``tuning status``/``show`` list it:
+    its number and Optuna study, why it was started, its trials, best trial and data.
+
+    A study from before versions were recorded, or never changed, is one version; a name that
+    is not a stored study has none (an empty list).
+    """
+    if isinstance(storage, str):
+        storage = optuna.storages.get_storage(storage)
+    out = []
+    for info in versions(storage, base):
+        study_id = storage.get_study_id_from_name(info.name)
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+        try:
+            best: optuna.trial.FrozenTrial | None = storage.get_best_trial(study_id)
+        except ValueError:
+            best = None
+        data = info.data_last or info.data
+        out.append(
+            {
+                "version": info.version,
+                "study": info.name,
+                "current": info.current,
+                "previous": info.previous,
+                "reason": info.reason,
+                "created": info.created,
+                "trials": len(trials),
+                "states": {k: n for k, n in state_counts(trials).items() if n},
+                "carried": sum(1 for t in trials if CARRIED_FROM in t.user_attrs),
+                "best_value": best.value if best is not None else None,
+                "best_trial": best.number if best is not None else None,
+                "best_from": carried_note(best) if best is not None else None,
+                "data_rows": data.rows if data else None,
+                "data_digest": data.digest if data else None,
+                "data_rows_began": info.data.rows if info.data else None,
+                "metric": data.metric if data else None,
+            }
+        )
+    return out
 
 
 def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

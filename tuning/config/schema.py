@@ -123,6 +123,39 @@ class PrunerConfig(_Model):
     reduction_factor: int = Field(default=3, ge=2, description="rung reduction (hyperband)")
 
 
+class ChangesConfig(_Model):
+    """What a job does when the study's space or data changed since its last job
+    (README, "A study that lives for months")."""
+
+    space: Literal["adapt", "version", "error"] = Field(
+        default="adapt",
+        description="adapt: keep the study where Optuna can sample the changed space (numeric "
+        "ranges, parameters added or removed, when: changed) and continue in a new version, "
+        "warm-started from the earlier trials inside the new space, where it cannot (choices "
+        "changed, a parameter's type changed); version: a new version on any change; error: "
+        "stop with one line",
+    )
+    data: Literal["adapt", "version", "continue", "error"] = Field(
+        default="adapt",
+        description="adapt: a new version when the data's shape changes (columns, classes, "
+        "task, split settings, objective metric) or its rows differ from the version's first "
+        "job's by more than rows; version: a new version whenever the data's digest changes; "
+        "continue: never a new version for data; error: stop with one line",
+    )
+    rows: float = Field(
+        default=0.5,
+        gt=0,
+        description="with data: adapt, the share of rows (added or removed, against the rows "
+        "the version began with) that starts a new data version",
+    )
+    retrain_top: int = Field(
+        default=3,
+        ge=0,
+        description="a new data version first trains again this many of the previous version's "
+        "best configurations (enqueued), so what was learned is kept",
+    )
+
+
 def _shorthand(value: object) -> object:
     return {"type": value} if isinstance(value, str) else value
 
@@ -186,6 +219,11 @@ class StudyConfig(_Model):
         ge=0,
         description="times a trial whose worker died (no heartbeat) is run again with the same "
         "parameters (0: never)",
+    )
+    on_change: ChangesConfig = Field(
+        default_factory=ChangesConfig,
+        description="{space: adapt|version|error, data: adapt|version|continue|error, rows: "
+        "0.5, retrain_top: 3}: what a job does when the space or data changed since the last",
     )
     engine: Literal["optuna", "keras_tuner"] = Field(
         default="optuna",
@@ -269,6 +307,11 @@ class TrackingConfig(_Model):
         description="@champion moves only when a paired test of both models on the same "
         "validation rows (McNemar, or a paired bootstrap for regression) gives p below this",
     )
+    stale_champion: Literal["replace", "keep"] = Field(
+        default="replace",
+        description="when @champion cannot score today's data (a column gone, a class added): "
+        "replace: the new version becomes champion; keep: it stays, the new one a challenger",
+    )
 
 
 class Experiment(_Model):
@@ -301,6 +344,8 @@ class Experiment(_Model):
     # Set by load_experiment, not read from the file.
     _source: str = ""
     _space: SearchSpace | None = None
+    # Set by tuning.lineage.resolve: the Optuna study of the version this job runs.
+    _version: str | None = None
 
     @property
     def source(self) -> str:
@@ -315,8 +360,19 @@ class Experiment(_Model):
 
     @property
     def study_name(self) -> str:
-        """The Optuna study name (defaults to the experiment name)."""
+        """The Optuna study this job runs: the study's current version once
+        ``tuning.lineage.resolve`` chose it (``NAME@v2`` ...), else :attr:`study_base`."""
+        return self._version or self.study_base
+
+    @property
+    def study_base(self) -> str:
+        """The study's name (defaults to the experiment name): its first version's study, and
+        the ``lineage`` tag of every version's runs."""
         return self.study.name or self.name
+
+    def use_version(self, study_name: str) -> None:
+        """Run this job in ``study_name`` (a version of :attr:`study_base`)."""
+        self._version = study_name
 
     @property
     def mlflow_experiment(self) -> str:

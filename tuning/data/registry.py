@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from tuning.data.dataset import Dataset, Task
 from tuning.data.images import ImageLoad, idx_loader, image_dataset
@@ -119,10 +119,23 @@ def task_of(name: str) -> Task:
     return DATASETS[name].task
 
 
+def load_dataset(name: str | None = None, **kwargs: Any) -> Dataset:
+    """Load and split a registered dataset or a CSV / Parquet file (cached per process; a
+    file is read again when its size or modification time changed). Arguments: see
+    :func:`_load_dataset`."""
+    path = kwargs.get("path")
+    stamp = None
+    if path is not None and Path(path).is_file():
+        stat = Path(path).stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+    return _load_dataset(name, stamp=stamp, **kwargs)
+
+
 @functools.lru_cache(maxsize=4)
-def load_dataset(
+def _load_dataset(
     name: str | None = None,
     *,
+    stamp: tuple[int, int] | None = None,
     validation: float | int | None = None,
     test: float | None = None,
     seed: int = 42,
@@ -138,6 +151,7 @@ def load_dataset(
 
     Args:
         name: A key of :data:`DATASETS` (or ``None`` with ``path``).
+        stamp: The file's modification time and size: part of the cache's key only.
         validation: Fraction or row count held out of the training data for validation.
         test: Fraction held out for test, for datasets without an official test split.
         seed: Seed of the shuffles.
@@ -187,6 +201,9 @@ def load_dataset(
         categorical=categorical,
         impute=impute,
     )
+
+
+load_dataset.cache_clear = _load_dataset.cache_clear  # type: ignore[attr-defined]
 
 
 def _load_registered(

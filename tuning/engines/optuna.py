@@ -18,7 +18,7 @@ from pathlib import Path
 
 import optuna
 
-from tuning import backend, process, records, report, storage
+from tuning import backend, lineage, process, records, report, storage
 from tuning.config import Experiment, PrunerConfig, SamplerConfig, redact
 from tuning.engines.base import Engine, JobContext, Outcome, Ranked, check_stop
 from tuning.errors import ConfigError, StopTraining, TrialFailed
@@ -107,18 +107,11 @@ class OptunaEngine(Engine):
         exp, ctx = self.ctx.exp, self.ctx
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = study = open_study(exp)
-        died = storage.fail_dead_trials(study, max_retries=exp.study.max_retries)
-        if died:
-            numbers = ", ".join(map(str, died))
-            ctx.say(f"marked trial(s) {numbers} FAIL: their process on this host died")
-        if exp.study.heartbeat_interval:
-            optuna.storages.fail_stale_trials(study)
-        dead = {
-            t.number: t.state.name
-            for t in study.get_trials(deepcopy=False)
-            if t.state != optuna.trial.TrialState.RUNNING
-        }
-        closed = ctx.tracker.close_orphans(dead) + ctx.tracker.close_dead_jobs()
+        closed = self._sweep(study, max_retries=exp.study.max_retries)
+        for name in lineage.earlier_versions(study._storage, exp.study_base, study.study_name):
+            # A job killed in a version that a later job replaced: no job runs it any more.
+            earlier = optuna.load_study(study_name=name, storage=study._storage)
+            closed += self._sweep(earlier, max_retries=0)
         if closed:
             ctx.say(f"ended {closed} MLflow run(s) left RUNNING by a process that died")
         n = len(study.trials)
@@ -126,6 +119,28 @@ class OptunaEngine(Engine):
             f"study {exp.study_name!r} ({f'resumed with {n} trials' if n else 'new'}, "
             f"{redact(exp.study.storage)})"
         )
+
+    def _sweep(self, study: optuna.Study, *, max_retries: int) -> int:
+        """Fail the trials of ``study`` whose process died (at once on this host; by heartbeat
+        elsewhere), and end their MLflow runs and their jobs' parent runs KILLED.
+
+        Returns:
+            How many MLflow runs were ended.
+        """
+        died = storage.fail_dead_trials(study, max_retries=max_retries)
+        if died:
+            numbers = ", ".join(map(str, died))
+            of = f" of {study.study_name!r}" if study is not self.study else ""
+            self.ctx.say(f"marked trial(s) {numbers}{of} FAIL: their process on this host died")
+        if self.ctx.exp.study.heartbeat_interval:
+            optuna.storages.fail_stale_trials(study)
+        dead = {
+            t.number: t.state.name
+            for t in study.get_trials(deepcopy=False)
+            if t.state != optuna.trial.TrialState.RUNNING
+        }
+        tracker, name = self.ctx.tracker, study.study_name
+        return tracker.close_orphans(dead, study=name) + tracker.close_dead_jobs(study=name)
 
     def search(self) -> None:
         assert self.study is not None, "open() first"

@@ -40,6 +40,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
     help="Tune Keras MLPs with Optuna and record every trial in MLflow.",
+    pretty_exceptions_show_locals=False,  # a traceback never prints a URL held in a variable
 )
 
 EXIT_USER_ERROR = 2
@@ -48,8 +49,19 @@ EXIT_TRACKING_LOST = 3
 
 
 def _fail(err: ConfigError) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
+    from tuning.secrets import redact_text
+
+    typer.echo(f"error: {redact_text(str(err))}", err=True)
     return typer.Exit(EXIT_USER_ERROR)
+
+
+def _storage_from_env() -> list[tuple[str, object]]:
+    """``$TUNING_STORAGE`` as the first override: ``--storage`` and ``--set study.storage``,
+    applied after it, win over it; it wins over the experiment file's ``study.storage``."""
+    from tuning.secrets import storage_from_env
+
+    storage = storage_from_env()
+    return [("study.storage", storage)] if storage else []
 
 
 def _optional_number(value: str | None, option: str, kind: type) -> Any:
@@ -99,7 +111,15 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
     # Raised wherever the main thread is; if that spot swallows it (a finalizer, a library's
     # catch-all), the job still stops at the next epoch end or trial end, where STOP is checked.
+    # Except the first signal inside a store's database code: interrupted in a commit, SQLite
+    # keeps its lock and every worker of the study waits on it for ever; STOP ends the job there.
+    again = STOP.is_set()
     STOP.set()
+    database = ("sqlalchemy", "sqlite3", "psycopg", "pymysql", "mlflow.store", "optuna.storages")
+    while not again and frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(database):
+            return
+        frame = frame.f_back
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -126,11 +146,20 @@ WorkersOption = Annotated[
     ),
 ]
 RunStorageOption = Annotated[
-    str | None, typer.Option("--storage", help="Optuna storage URL, e.g. sqlite:///optuna.db")
+    str | None,
+    typer.Option(
+        "--storage",
+        help="Optuna storage URL, e.g. sqlite:///optuna.db (default: $TUNING_STORAGE, else the "
+        "experiment's study.storage); put a password in $TUNING_STORAGE, not on a command line",
+    ),
 ]
 TrackingOption = Annotated[
     str | None,
-    typer.Option("--tracking-uri", help="MLflow tracking URI, e.g. sqlite:///mlflow.db"),
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI, e.g. sqlite:///mlflow.db (default: the experiment's "
+        "tracking.uri, else $MLFLOW_TRACKING_URI); put a password in $MLFLOW_TRACKING_URI",
+    ),
 ]
 StudyNameOption = Annotated[str | None, typer.Option("--study-name", help="Optuna study name")]
 SetOption = Annotated[
@@ -167,8 +196,13 @@ def run(
     as_json: JsonOption = False,
     overrides_text: OverridesOption = None,
 ) -> None:
-    """Tune an experiment: resume its study, run trials, record them in MLflow."""
+    """Tune an experiment: resume its study, run trials, record them in MLflow.
+
+    The study storage: --storage (or --set study.storage=), else $TUNING_STORAGE, else the
+    experiment file's; the MLflow store: --tracking-uri, else the file's, else
+    $MLFLOW_TRACKING_URI. A URL's password is shown as *** everywhere."""
     from tuning.config import load_experiment, parse_set
+    from tuning.secrets import url_settings_from_env
 
     if quiet or as_json:
         _hush_libraries()
@@ -183,40 +217,94 @@ def run(
             "study.name": study_name or None,
         }
         overrides += [(key, value) for key, value in options.items() if value is not None]
-        exp = load_experiment(experiment, overrides=overrides)
+        overrides += url_settings_from_env()  # from a `tuning run --workers` parent
+        exp = load_experiment(experiment, overrides=[*_storage_from_env(), *overrides])
+        if os.environ.get("MLFLOW_RUN_ID"):
+            _refuse_clear_launch_params(exp)
     except ConfigError as e:
         raise _fail(e) from None
 
     if workers > 1:
-        # Each worker gets the same experiment and every override, as --set items.
-        args = [str(experiment)]
-        for key, value in overrides:
-            args += ["--set", f"{key}={json.dumps(value)}"]
+        args, env = _worker_arguments(experiment, overrides)
         args += ["--quiet"] if quiet else []
-        raise typer.Exit(_run_workers(exp, workers, args, quiet=quiet))
+        raise typer.Exit(_run_workers(exp, workers, args, quiet=quiet, env=env))
     result = _run_one(exp, silent=quiet or as_json)
     if as_json:
-        typer.echo(json.dumps(_job_json(result), indent=2, default=str))
+        from tuning.secrets import redact_data
+
+        typer.echo(json.dumps(redact_data(_job_json(result)), indent=2, default=str))
     if result.best_value is None:
         typer.echo("no trial completed: see the reasons in the trials' MLflow runs", err=True)
         raise typer.Exit(1)
 
 
+def _worker_arguments(
+    experiment: Path, overrides: list[tuple[str, object]]
+) -> tuple[list[str], dict[str, str]]:
+    """Each worker's `tuning run` arguments and extra environment: the same experiment and the
+    same overrides in the same order, as --set items up to the first one holding a URL, that
+    one and those after it in $TUNING_URL_SETTINGS: a URL is never on a command line, which
+    every user of the machine can read (``ps``, ``/proc/PID/cmdline``)."""
+    from tuning.secrets import carries_url, url_settings_env
+
+    first = next((i for i, (_, v) in enumerate(overrides) if carries_url(v)), len(overrides))
+    args = [str(experiment)]
+    for key, value in overrides[:first]:
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    return args, url_settings_env(overrides[first:])
+
+
+def _refuse_clear_launch_params(exp: Experiment) -> None:
+    """Under ``mlflow run``: stop, before anything is created, when MLflow recorded a URL's
+    password in clear among the params of the run this job would adopt (``-P
+    storage=postgresql://USER:PASSWORD@...``). MLflow logs every ``-P`` value on its run (and
+    prints the command line) before the job starts, and a param can be neither changed nor
+    deleted: the job can only refuse to add to that run, and say how to pass the URL instead.
+
+    Raises:
+        ConfigError: naming the params, the run and the fix.
+    """
+    from tuning.secrets import has_secret
+    from tuning.tracking import open_client, resolve_tracking_uri
+
+    run_id = os.environ["MLFLOW_RUN_ID"]
+    try:
+        client = open_client(resolve_tracking_uri(exp.tracking.uri))
+        params = client.get_run(run_id).data.params
+    except Exception:  # the job checks the store itself, with its own message
+        return
+    leaked = sorted(key for key, value in params.items() if has_secret(value))
+    if leaked:
+        names = ", ".join(f"-P {key}" for key in leaked)
+        raise ConfigError(
+            f"mlflow run recorded {names} with a password in clear as a param of run {run_id} "
+            "(MLflow logs every -P value on its run before the job starts, and a param cannot "
+            "be changed or deleted); this job adds nothing to that run",
+            source="mlflow run",
+            key=", ".join(leaked),
+            fix="pass the URL through the environment instead: TUNING_STORAGE='<storage URL>' "
+            "(and MLFLOW_TRACKING_URI) before mlflow run, and no -P storage; then remove that "
+            f"run: mlflow runs delete --run-id {run_id}, then mlflow gc --backend-store-uri "
+            "<the tracking store>",
+        )
+
+
 def _run_one(exp: Experiment, *, silent: bool) -> JobResult:
     """One job in this process; SIGTERM ends it like Ctrl-C (every run ended, exit 130)."""
     from tuning.job import run_job
+    from tuning.secrets import redact_text
 
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return run_job(
             exp,
-            say=(lambda line: None) if silent else typer.echo,
+            say=(lambda line: None) if silent else (lambda line: typer.echo(redact_text(line))),
             progress=not silent and sys.stderr.isatty(),
         )
     except ConfigError as e:
         raise _fail(e) from None
     except TrackingLost as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {redact_text(str(e))}", err=True)
         raise typer.Exit(EXIT_TRACKING_LOST) from None
     except KeyboardInterrupt:
         typer.echo("interrupted: every run was ended (trial in flight KILLED)", err=True)
@@ -225,8 +313,16 @@ def _run_one(exp: Experiment, *, silent: bool) -> JobResult:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_workers(exp: Experiment, workers: int, args: list[str], *, quiet: bool = False) -> int:
-    """Validate once, create the stores once, then start the workers (each a `tuning run`)."""
+def _run_workers(
+    exp: Experiment,
+    workers: int,
+    args: list[str],
+    *,
+    quiet: bool = False,
+    env: dict[str, str] | None = None,
+) -> int:
+    """Validate once, create the stores once, then start the workers (each a `tuning run`, with
+    ``env`` added to its environment: the URLs, see :func:`_worker_arguments`)."""
     from tuning.config import redact
     from tuning.job import prepare_stores, validate_job
     from tuning.workers import run_workers
@@ -240,7 +336,7 @@ def _run_workers(exp: Experiment, workers: int, args: list[str], *, quiet: bool 
     if not quiet:
         where = redact(exp.study.storage)
         typer.echo(f"starting {workers} workers on study {exp.study_name!r} in {where}")
-    return run_workers(args, n=workers, say=typer.echo)
+    return run_workers(args, n=workers, say=typer.echo, env=env)
 
 
 def _job_json(result: JobResult) -> dict[str, Any]:
@@ -254,7 +350,8 @@ def _job_json(result: JobResult) -> dict[str, Any]:
 app.command(
     name="worker",
     help="One worker of a study shared by several machines: `tuning run` with a shared storage "
-    "(e.g. --storage postgresql://USER@HOST/DB); give each machine its own TUNING_WORKER number.",
+    "(e.g. TUNING_STORAGE=postgresql://USER:PASSWORD@HOST/DB in the environment, or --storage "
+    "postgresql://USER@HOST/DB); give each machine its own TUNING_WORKER number.",
 )(run)
 
 
@@ -294,14 +391,17 @@ def validate(
         list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="override a key")
     ] = None,
 ) -> None:
-    """Check an experiment and print it with every default filled in; creates nothing."""
+    """Check an experiment and print it with every default filled in (the storage from
+    --set, else $TUNING_STORAGE, else the file; passwords as ***); creates nothing."""
     from tuning.config import load_experiment, parse_set
+    from tuning.secrets import redact_data
 
     try:
-        exp = load_experiment(experiment, overrides=[parse_set(s) for s in set_ or []])
+        overrides = [*_storage_from_env(), *(parse_set(s) for s in set_ or [])]
+        exp = load_experiment(experiment, overrides=overrides)
     except ConfigError as e:
         raise _fail(e) from None
-    typer.echo(yaml.safe_dump(exp.resolved(), sort_keys=False).rstrip())
+    typer.echo(yaml.safe_dump(redact_data(exp.resolved()), sort_keys=False).rstrip())
 
 
 def _study_summaries(
@@ -318,7 +418,15 @@ def _open_study(study_name: str, storage: str) -> optuna.Study:
     return load_study(study_name, storage)
 
 
-StorageOption = Annotated[str, typer.Option("--storage", help="Optuna storage URL of the study")]
+StorageOption = Annotated[
+    str,
+    typer.Option(
+        "--storage",
+        envvar="TUNING_STORAGE",
+        help="Optuna storage URL of the study (default: $TUNING_STORAGE, else "
+        "sqlite:///optuna.db); put a password in $TUNING_STORAGE, not on a command line",
+    ),
+]
 
 
 @dataclasses.dataclass
@@ -718,7 +826,7 @@ def compare(
     try:
         for target in targets:
             if target.endswith((".yaml", ".yml")):
-                exp = load_experiment(target)
+                exp = load_experiment(target, overrides=_storage_from_env())
                 picked.append(_pick(exp.study_base, exp.study.storage))
                 metric = exp.objective.metric
                 tracking_uri = tracking_uri or exp.tracking.uri
@@ -857,6 +965,42 @@ def _backends(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
         if name:
             counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+@app.command()
+def prepare(
+    experiment: Annotated[Path, typer.Argument(help="experiment YAML file")],
+    storage: RunStorageOption = None,
+    tracking_uri: TrackingOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Create a study's stores before its workers start, and run no trial: validate the
+    experiment and its data, create the study storage's tables, the study's current version and
+    the MLflow experiment. Safe to run again, and by several processes at once (the stores'
+    locks). The study storage: --storage (or --set study.storage=), else $TUNING_STORAGE, else
+    the experiment file's; the MLflow store: --tracking-uri, else the file's, else
+    $MLFLOW_TRACKING_URI."""
+    from tuning.config import load_experiment, parse_set, redact
+    from tuning.job import prepare_stores, validate_job
+
+    _hush_libraries()
+    said: list[str] = []
+    try:
+        overrides = [parse_set(item) for item in set_ or []]
+        options = {"study.storage": storage or None, "tracking.uri": tracking_uri or None}
+        overrides += [(key, value) for key, value in options.items() if value is not None]
+        exp = load_experiment(experiment, overrides=[*_storage_from_env(), *overrides])
+        data, uri = validate_job(exp)
+        prepare_stores(exp, data, uri, say=said.append)
+    except ConfigError as e:
+        raise _fail(e) from None
+    mlflow = f"MLflow experiment {exp.mlflow_experiment!r} in {redact(uri)}"
+    if exp.study.engine == "optuna":
+        stores = f"study {exp.study_name!r} in {redact(exp.study.storage)} and {mlflow}"
+    else:
+        stores = f"{mlflow} (KerasTuner's project is made by the study's first job)"
+    line = f"prepared {stores}" + (f": {'; '.join(said)}" if said else "")
+    typer.echo(" ".join(line.split()))  # one line, whatever the version's lines hold
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ goes on). Internal errors are neither and keep their traceback. This module impo
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "StopTraining", "TrackingLost", "TrialFailed"]
+__all__ = ["ArtifactStoreFailed", "ConfigError", "StopTraining", "TrackingLost", "TrialFailed"]
 
 
 class ConfigError(ValueError):
@@ -122,6 +122,16 @@ class TrackingLost(RuntimeError):
 
     The job stops (the CLI prints the message on one line and exits 3); Optuna's storage keeps
     every finished trial, and the next job closes the runs this one could not end.
+    """
+
+
+class ArtifactStoreFailed(TrackingLost):
+    """The MLflow artifact store failed while the job recorded its model and reports at its end
+    (disk full, its folder gone, permission denied).
+
+    The job's parent run ends FAILED (tagged ``reason``); the CLI prints the message on one line
+    naming the store and the OS's reason, and exits 3 as for :class:`TrackingLost`. The study
+    keeps every trial and the trials' runs stay as they ended.
     """
 
 

@@ -10,15 +10,18 @@ trial on the parent, this job's model scored on test and logged (and registered 
 where the paired test says so: ``tuning.champion.decide``), the reports, the metrics and the
 terminal summary (``tuning.summary``), and the parent run ended FINISHED, KILLED or FAILED. A
 tracking server that stops answering ends the job with :class:`TrackingLost`, the study keeping
-every finished trial.
+every finished trial; an artifact store that fails while the job records its end (disk full, its
+folder gone) ends it with :class:`~tuning.errors.ArtifactStoreFailed`, the parent run FAILED.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -27,7 +30,7 @@ from tuning import backend, champion, engines, lineage, summary, tracking
 from tuning.config import Experiment, check_objective_for, redact
 from tuning.data import Dataset, load_dataset
 from tuning.engines.base import STOP, Engine, JobContext, Outcome, Say
-from tuning.errors import ConfigError, TrackingLost
+from tuning.errors import ArtifactStoreFailed, ConfigError, TrackingLost
 from tuning.recheck import RECHECK_SHARE, recheck
 from tuning.storage import check_study_storage
 from tuning.tracking import Champion, ParentRun, Tracker
@@ -134,8 +137,9 @@ def open_parent(
         },
     )
     parent.log_inputs(tracking.dataset_inputs(data))
-    resolved = exp.resolved()
-    resolved["study"]["storage"] = redact(resolved["study"]["storage"])
+    from tuning.secrets import redact_data  # every URL-valued setting, passwords hidden
+
+    resolved = redact_data(exp.resolved())
     parent.log_params({k: v for k, v in resolved.items() if k != "search_space"})
     parent.log_text(yaml.safe_dump(resolved, sort_keys=False), "config.yaml")
     return tracker, parent
@@ -183,6 +187,8 @@ def run_job(
     Raises:
         ConfigError: data unavailable, tracking store or study storage unusable.
         TrackingLost: the tracking server stopped answering mid-job.
+        ArtifactStoreFailed: the artifact store failed while the job recorded its model and
+            reports (the parent run ends FAILED; the study and the trials' runs are kept).
         KeyboardInterrupt: after ending the trial in flight as KILLED and the parent run too.
     """
     t0 = time.perf_counter()
@@ -226,7 +232,14 @@ def run_job(
         finally:
             timings["loop"] = time.perf_counter() - t0 - timings["setup"]
             if not lost:
-                result = _finish(engine, ctx, timings, status=status, report_table=report_table)
+                try:
+                    result = _finish(
+                        engine, ctx, timings, status=status, report_table=report_table
+                    )
+                except BaseException:
+                    # The search went well but its end was not recorded: the job failed.
+                    status = "FAILED" if status == "FINISHED" else status
+                    raise
     finally:
         runner.cleanup()
         engine.close()
@@ -271,12 +284,15 @@ def _finish(
     model_uri: str | None = None
     champion: Champion | None = None
     models = ctx.runner.models
+    failed = True
     try:
         _record_best_trial(outcome, ctx.parent)
-        if models.has_best_model():
-            model_uri = models.log_best(ctx.parent, metrics)
-            champion = _register_champion(ctx, model_uri)
-        _log_reports(engine, ctx, metrics)
+        with _artifact_store(ctx):
+            if models.has_best_model():
+                model_uri = models.log_best(ctx.parent, metrics)
+                champion = _register_champion(ctx, model_uri)
+            _log_reports(engine, ctx, metrics)
+        failed = False
     finally:
         now = time.perf_counter()
         metrics["job_seconds"] = now - ctx.t0
@@ -284,7 +300,11 @@ def _finish(
         breakdown = summary.time_breakdown(ctx.runner.trainer.timings, timings, now - ctx.t0)
         metrics.update({f"seconds_{k}": v for k, v in breakdown.items() if k != "fraction"})
         metrics["study_tracking_fraction"] = breakdown["fraction"]
-        ctx.parent.log_metrics(metrics)
+        try:
+            ctx.parent.log_metrics(metrics)
+        except Exception:
+            if not failed:
+                raise  # else the first failure is the one to report
     result = JobResult(
         study_name=ctx.exp.study_name,
         parent_run_id=ctx.parent.run_id,
@@ -306,6 +326,53 @@ def _finish(
     for line in summary.summary_lines(engine, ctx, result, outcome, report_table=report_table):
         ctx.say(line)
     return result
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The operating system's error behind ``error`` (itself, or what caused it), if any."""
+    seen: BaseException | None = error
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        if isinstance(seen, OSError):
+            return seen
+        visited.add(id(seen))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _artifact_location(ctx: JobContext) -> str:
+    """Where the job's experiment keeps its artifacts (password masked), for an error."""
+    try:
+        location = ctx.tracker.client.get_experiment(ctx.tracker.experiment_id).artifact_location
+        return redact(str(location))
+    except Exception:  # the store is failing: name the tracking store instead
+        return f"of {redact(ctx.tracker.uri)}"
+
+
+@contextlib.contextmanager
+def _artifact_store(ctx: JobContext) -> Iterator[None]:
+    """Turn the artifact store failing at the job's end (disk full, its folder gone, permission
+    denied) into one :class:`ArtifactStoreFailed` naming the store and the OS's reason; the
+    parent run is tagged with it (``reason``) and ``run_job`` ends it FAILED.
+
+    A tracking server that does not answer, and errors that are not the OS's, pass unchanged.
+    """
+    try:
+        yield
+    except Exception as e:
+        os_error = _os_error(e)
+        if os_error is None or tracking.is_unreachable(e):
+            raise
+        reason = " ".join(f"{type(os_error).__name__}: {os_error}".split())[:300]
+        message = (
+            f"the MLflow artifact store {_artifact_location(ctx)} failed while recording the "
+            f"job's model and reports ({reason}); the parent run ends FAILED, the study keeps "
+            "every trial and the trials' runs are kept: free or repair the store, then run the "
+            "same command again"
+        )
+        with contextlib.suppress(Exception):  # the tracking store may fail as well
+            ctx.parent.set_tags({"reason": message})
+        raise ArtifactStoreFailed(message) from e
 
 
 def _outcome_metrics(outcome: Outcome, ctx: JobContext) -> dict[str, float | None]:

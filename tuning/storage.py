@@ -57,13 +57,15 @@ def check_study_storage(
 ) -> None:
     """Fail before anything is created when the study storage does not answer.
 
-    A SQLite file is made on first use (its folder is checked with the config); a database
-    server is connected to, and nothing is written to it.
+    A SQLite file is made on first use (its folder is checked with the config): a missing or
+    empty one is fine, an existing one must hold an Optuna storage (:func:`_check_sqlite_file`,
+    read-only). A database server is connected to, and nothing is written to it.
 
     Raises:
-        ConfigError: naming the URL (password masked), the driver's reason and the fix.
+        ConfigError: naming the URL (password masked) or the file, the reason and the fix.
     """
     if url.startswith("sqlite"):
+        _check_sqlite_file(url, source=source, key=key)
         return
     engine = None
     try:
@@ -80,6 +82,86 @@ def check_study_storage(
     finally:
         if engine is not None:
             engine.dispose()
+
+
+# Tables of an Optuna RDB storage: ``studies`` is created first (every other table refers to
+# it), so a storage another job is creating at this moment already shows it.
+_OPTUNA_TABLE = "studies"
+_MLFLOW_TABLES = frozenset({"experiments", "runs", "metrics"})
+# SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY (primary codes): the file may well be a storage.
+_SQLITE_BUSY_OR_READONLY = (5, 6, 8)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///FILE`` URL, or ``None`` for an in-memory database."""
+    try:
+        database = sqlalchemy.engine.make_url(url).database
+    except Exception:  # the config's check_storage reports a malformed URL
+        return None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _check_sqlite_file(url: str, *, source: str | None, key: str | None) -> None:
+    """A SQLite study file that exists must be an Optuna storage; read-only, nothing written.
+
+    A missing or empty file is fine: Optuna creates its tables there on first use. Any other
+    file (text, a damaged database, another program's database such as MLflow's ``mlflow.db``)
+    would fail only once the job's MLflow parent run exists; here it fails first.
+
+    Raises:
+        ConfigError: naming the file, why it is not a study storage and the fix.
+    """
+    path = _sqlite_path(url)
+    if path is None or not path.exists():
+        return
+    other = "study.db" if path.name == "optuna.db" else "optuna.db"
+    fix = (
+        f"give the study another file (e.g. --storage sqlite:///{other}), or move {str(path)!r}"
+        " away if it is not your study storage"
+    )
+    if path.is_dir():
+        raise ConfigError(
+            f"the study storage {str(path)!r} is a folder, not an Optuna study storage",
+            source=source,
+            key=key,
+            fix=f"give a file inside it, e.g. sqlite:///{path / 'optuna.db'}",
+        )
+    try:
+        if path.stat().st_size == 0:
+            return
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as e:  # not a database, damaged, unreadable
+        if (getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF in _SQLITE_BUSY_OR_READONLY:
+            return  # in use, or a journal to roll back first: Optuna's own opening decides
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ConfigError(
+            f"the study storage {str(path)!r} is not an Optuna study storage "
+            f"(SQLite cannot read it: {type(e).__name__}: {reason})",
+            source=source,
+            key=key,
+            fix=fix,
+        ) from e
+    tables = {str(name) for (name,) in rows}
+    if not tables or _OPTUNA_TABLE in tables:
+        return  # a database with no table yet (Optuna fills it), or a study storage
+    if _MLFLOW_TABLES <= tables:
+        what = "it holds MLflow's tables: an MLflow tracking store"
+    else:
+        shown = sorted(tables)
+        what = f"it is a SQLite database with other tables: {', '.join(shown[:5])}"
+        what += ", ..." if len(shown) > 5 else ""
+    raise ConfigError(
+        f"the study storage {str(path)!r} is not an Optuna study storage ({what})",
+        source=source,
+        key=key,
+        fix=fix,
+    )
 
 
 def storage_has_studies(url: str) -> bool:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import socket
 import tempfile
 import time
 import urllib.error
@@ -624,10 +623,14 @@ class Tracker:
                 trial_run.end(status)
 
     def close_dead_jobs(self, *, study: str | None = None) -> int:
-        """End parent runs of this study left RUNNING by a job on this host that no longer runs.
+        """End parent runs of this study left RUNNING by a job that no longer runs.
 
-        A job killed with SIGKILL cannot end its own run. Jobs on other hosts are left alone:
-        from here they cannot be told apart from jobs still running.
+        A job killed with SIGKILL cannot end its own run. A job in this boot, pid namespace and
+        host (:func:`tuning.process.is_dead`) is checked at once. Any other one (another machine,
+        container or pid namespace) cannot be checked from here: it is ended only once Optuna's
+        heartbeat failed its trial (its trial run ended KILLED by :meth:`close_orphans`, tag
+        ``state=failed``) and it started no run after that one; a job still working is left
+        alone.
 
         Args:
             study: Another study's (an earlier version's) instead of this job's.
@@ -635,24 +638,70 @@ class Tracker:
         Returns:
             How many parent runs were ended (as KILLED).
         """
-        host = socket.gethostname()
+        name = study or self.study
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=(
-                f"tags.study = '{study or self.study}' and tags.`tuning.role` = 'job' "
-                f"and tags.host = '{host}' and attributes.status = 'RUNNING'"
+                f"tags.study = '{name}' and tags.`tuning.role` = 'job' "
+                "and attributes.status = 'RUNNING'"
             ),
             max_results=1000,
         )
+        stalled: dict[str, tuple[int, int]] | None = None  # read once, only where needed
         closed = 0
         for run in runs:
-            pid = int(run.data.tags.get("pid", "0") or 0)
-            if run.info.run_id == self.adopted_run_id or not process.is_dead(run.data.tags):
+            tags, run_id = run.data.tags, run.info.run_id
+            if run_id == self.adopted_run_id:
                 continue
-            self.client.set_tag(run.info.run_id, "reason", f"its process {pid} on {host} died")
-            self.client.set_terminated(run.info.run_id, status="KILLED")
+            where = f"its process {tags.get('pid', '?')} on {tags.get('host', '?')}"
+            dead = process.is_dead(tags)
+            if dead is None:
+                if stalled is None:
+                    stalled = self._stalled_jobs(name)
+                if run_id not in stalled or self._ran_after(run_id, stalled[run_id][1]):
+                    continue
+                reason = (
+                    f"{where} stopped: Optuna's heartbeat failed its trial {stalled[run_id][0]}"
+                )
+            elif dead:
+                reason = f"{where} died"
+            else:
+                continue
+            self.client.set_tag(run_id, "reason", reason)
+            self.client.set_terminated(run_id, status="KILLED")
             closed += 1
         return closed
+
+    def _stalled_jobs(self, study: str) -> dict[str, tuple[int, int]]:
+        """Parent run id -> (trial number, start time) of the latest of its trial runs that
+        :meth:`close_orphans` ended: runs of trials Optuna failed while they ran."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.study = '{study}' and tags.`tuning.role` = 'trial' "
+                "and attributes.status = 'KILLED' and tags.state = 'failed'"
+            ),
+            max_results=1000,
+        )
+        out: dict[str, tuple[int, int]] = {}
+        for run in runs:
+            parent = run.data.tags.get("mlflow.parentRunId")
+            start = int(run.info.start_time or 0)
+            if parent and start >= out.get(parent, (0, -1))[1]:
+                out[parent] = (int(run.data.tags.get("trial_number", -1)), start)
+        return out
+
+    def _ran_after(self, parent_run_id: str, start_time: int) -> bool:
+        """Whether job ``parent_run_id`` started a run after ``start_time`` (ms): it carried on."""
+        later = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+                f"and attributes.start_time > {start_time}"
+            ),
+            max_results=1,
+        )
+        return bool(later)
 
     def close_orphans(self, dead_trials: Mapping[int, str], *, study: str | None = None) -> int:
         """End trial runs left RUNNING by a killed process, given the trials Optuna knows dead.

@@ -7,12 +7,12 @@ engine and budget); single-field rules live on the schema's fields.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
 from tuning.config.schema import Experiment
 from tuning.errors import ConfigError
+from tuning.secrets import redact  # the public name: tuning.config.redact
 
 Check = Callable[[Experiment], None]
 CHECKS: list[Check] = []
@@ -217,8 +217,3 @@ def check_engine(exp: Experiment) -> None:
             key="study.n_trials",
             fix="set study.n_trials (e.g. 10)",
         )
-
-
-def redact(url: str) -> str:
-    """Hide a password in a URL (``postgresql://user:***@host/db``)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)

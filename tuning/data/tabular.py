@@ -124,10 +124,18 @@ def file_table(
     """A file's rows, with the columns the experiment names checked against its header.
 
     Raises:
-        ConfigError: naming the file, the key and its columns, for an unknown or clashing column.
+        ConfigError: naming the file, the key and its columns, for an unknown or clashing column
+            or a file with a header and no rows.
     """
     frame = _read_table(path)
     src = str(path)
+    if frame.empty and len(frame.columns):
+        raise ConfigError(
+            "the file has a header but no data rows",
+            source=src,
+            key="dataset.path",
+            fix="add the data rows under the header, one row per example",
+        )
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     targets = [target] if isinstance(target, str) else list(target)
@@ -171,6 +179,23 @@ def file_table(
 
 def _is_integral(values: np.ndarray) -> bool:
     return bool(np.all(np.isfinite(values)) and np.all(np.mod(values, 1) == 0))
+
+
+def _check_target_present(table: Table) -> None:
+    """Every target column holds values: one that is empty in every row cannot be learned.
+
+    Raises:
+        ConfigError: naming the file, the target column and how many rows it has.
+    """
+    for col in table.target.columns:
+        if table.target[col].isna().all():
+            n = len(table.target)
+            raise ConfigError(
+                f"the target column {col!r} holds no value (all {n} of its rows are empty)",
+                source=table.source,
+                key="dataset.target",
+                fix="name the column that holds the labels, or fill this one",
+            )
 
 
 def _decide_task(table: Table) -> str:
@@ -391,10 +416,25 @@ def tabular_dataset(
     Raises:
         ConfigError: naming the file, the column and the fix, for every problem of the data.
     """
+    _check_target_present(table)
+    used_rows = table.target.index
     if task is None:
         task = _decide_task(table)
     numeric, categorical = _column_kinds(table)
     _handle_missing(table)
+    n_rows = len(table.frame)
+    if n_rows < 3:  # training, validation and test take one row each at least
+        dropped = table.impute == "drop" and n_rows < len(used_rows)
+        raise ConfigError(
+            f"{n_rows} data row(s) left once the rows missing a value are dropped"
+            if dropped
+            else f"the data has {n_rows} row(s): training, validation and test need one each",
+            source=table.source,
+            key="dataset.impute" if dropped else "dataset.path",
+            fix="drop the columns with many missing values (dataset.drop), or impute: median"
+            if dropped
+            else "add rows: at least 3, and many more for a useful study",
+        )
     frame = table.frame.reset_index(drop=True)
     y, labels = _encode_target(table.target.reset_index(drop=True), task)
     train_idx, valid_idx, test_idx = train_valid_test(

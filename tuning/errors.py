@@ -8,7 +8,14 @@ goes on). Internal errors are neither and keep their traceback. This module impo
 
 from __future__ import annotations
 
-__all__ = ["ArtifactStoreFailed", "ConfigError", "StopTraining", "TrackingLost", "TrialFailed"]
+__all__ = [
+    "ArtifactStoreFailed",
+    "ConfigError",
+    "StopTraining",
+    "StorageLost",
+    "TrackingLost",
+    "TrialFailed",
+]
 
 
 class ConfigError(ValueError):
@@ -132,6 +139,15 @@ class ArtifactStoreFailed(TrackingLost):
     The job's parent run ends FAILED (tagged ``reason``); the CLI prints the message on one line
     naming the store and the OS's reason, and exits 3 as for :class:`TrackingLost`. The study
     keeps every trial and the trials' runs stay as they ended.
+    """
+
+
+class StorageLost(TrackingLost):
+    """The study storage (a database server) stopped answering in the middle of a job.
+
+    The CLI prints the message on one line and exits 3, as for :class:`TrackingLost`; the
+    study keeps every finished trial, and the trial in flight is failed by Optuna's heartbeat
+    (and run again elsewhere with ``study.max_retries``).
     """
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,9 +31,9 @@ from tuning import backend, champion, engines, lineage, summary, tracking
 from tuning.config import Experiment, check_objective_for, redact
 from tuning.data import Dataset, load_dataset
 from tuning.engines.base import STOP, Engine, JobContext, Outcome, Say
-from tuning.errors import ArtifactStoreFailed, ConfigError, TrackingLost
+from tuning.errors import ArtifactStoreFailed, ConfigError, StorageLost, TrackingLost
 from tuning.recheck import RECHECK_SHARE, recheck
-from tuning.storage import check_study_storage
+from tuning.storage import check_study_storage, db_error_reason, lost_server
 from tuning.tracking import Champion, ParentRun, Tracker
 
 __all__ = ["JobResult", "open_parent", "prepare_stores", "run_job", "validate_job"]
@@ -221,6 +222,15 @@ def run_job(
             say("interrupted: the trial in flight is ended KILLED; recording the best so far")
             raise
         except Exception as e:
+            server = lost_server(e, exp.study.storage)
+            if server is not None and not tracking.is_unreachable(e):
+                lost = True
+                raise StorageLost(
+                    f"the study storage {redact(exp.study.storage)} stopped answering "
+                    f"({db_error_reason(server)}); it keeps every finished trial, and the "
+                    "trial in flight is failed by its heartbeat: run the same command again "
+                    "once the server answers"
+                ) from e
             if not tracking.is_unreachable(e):
                 raise
             lost = True
@@ -246,6 +256,9 @@ def run_job(
         gc.unfreeze()  # frozen by open_job: let this job's objects be collected afterwards
         if not lost:
             parent.end(status)
+        elif not tracking.is_unreachable(sys.exc_info()[1] or Exception()):
+            with contextlib.suppress(Exception):  # the study storage is gone, MLflow may not be
+                parent.end("FAILED")
     return result
 
 

@@ -8,7 +8,8 @@ against a fresh store crash in each other's table creation (``table ... already 
 
 - ``sqlite:///PATH``: a file lock (:mod:`filelock`) on the hidden sibling ``.NAME.lock``.
 - ``postgresql…``: a session-level ``pg_advisory_lock`` on a connection of its own, keyed by the
-  server and database (not the user or the driver: every URL of one database shares the lock).
+  database's name (not the host, port, user or driver: every URL of one database shares the
+  lock, whichever address a machine reaches the server by).
 - anything else (an MLflow server, MySQL, ...): no lock.
 
 The lock is re-entrant within a process (per file, per database), so code holding it may call
@@ -56,9 +57,13 @@ def lock_path(url: str) -> Path | None:
 
 
 def pg_lock_key(url: str) -> int:
-    """A stable signed 64-bit advisory-lock key for the database a PostgreSQL URL names."""
+    """A stable signed 64-bit advisory-lock key for the database a PostgreSQL URL names.
+
+    The database's name alone: an advisory lock lives in its server and database already, and
+    machines name one server differently (an address each, a DNS name, a port-forward).
+    """
     parsed = make_url(url)
-    where = f"tuning-store:{parsed.host or ''}:{parsed.port or 5432}/{parsed.database or ''}"
+    where = f"tuning-store:{parsed.database or ''}"
     return int.from_bytes(hashlib.sha256(where.encode()).digest()[:8], "big", signed=True)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "check_study_storage",
     "db_error_reason",
     "fail_dead_trials",
+    "lost_server",
     "load_study",
     "open_storage",
     "storage_has_studies",
@@ -47,9 +48,61 @@ def db_error_reason(error: BaseException) -> str:
     return f"{type(orig).__name__}: {text[:300]}"
 
 
+# A PostgreSQL server that stops answering mid-statement (a network cut: no reset ever comes)
+# fails the statement within about 30 s, not after TCP's 15 minutes of retransmissions; an idle
+# pooled connection to it is found dead by keepalives. A setting in the URL's query wins.
+_PG_CONNECT = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30000,
+}
+
+
+def _connect_args(url: str) -> dict[str, object]:
+    if url.startswith("postgresql"):
+        query = sqlalchemy.engine.make_url(url).query
+        return {k: v for k, v in _PG_CONNECT.items() if k not in query}
+    return {"connect_timeout": 10} if url.startswith("mysql") else {}
+
+
 def _rdb_engine(url: str) -> sqlalchemy.engine.Engine:
-    connect_args = {"connect_timeout": 10} if url.startswith(("postgresql", "mysql")) else {}
-    return sqlalchemy.create_engine(url, connect_args=connect_args)
+    return sqlalchemy.create_engine(url, connect_args=_connect_args(url))
+
+
+def lost_server(error: BaseException, url: str) -> BaseException | None:
+    """The driver's error in ``error`` (or what caused it) that says the database server behind
+    ``url`` stopped answering, else ``None`` (a SQLite file's errors never say so)."""
+    if url.startswith("sqlite"):
+        return None
+    seen: BaseException | None = error
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        if isinstance(seen, sqlalchemy.exc.OperationalError) or (
+            type(seen).__name__ == "OperationalError"
+            and type(seen).__module__.startswith(("psycopg", "pymysql", "MySQLdb"))
+        ):
+            return seen
+        visited.add(id(seen))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _quiet_heartbeat(storage: optuna.storages.RDBStorage) -> None:
+    """A heartbeat that cannot be written is skipped, not raised: Optuna's heartbeat thread
+    would die with a traceback (and the trial go stale while its job lives through a blip); a
+    server gone for good is reported once, by the job's own next call."""
+    record = storage.record_heartbeat
+
+    def record_heartbeat(trial_id: int) -> None:
+        try:
+            record(trial_id)
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+            pass
+
+    storage.record_heartbeat = record_heartbeat  # type: ignore[method-assign]
 
 
 def check_study_storage(
@@ -216,6 +269,8 @@ def open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
     kwargs: dict[str, object] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60, "factory": SharedSQLite}}
+    elif _connect_args(url):
+        kwargs["engine_kwargs"] = {"connect_args": _connect_args(url)}
     hb = exp.study.heartbeat_interval
     try:
         retry = (
@@ -225,13 +280,16 @@ def open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
         )
         # Opening a fresh storage creates its tables: once, whatever number of jobs start now.
         with store_lock(url):
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url,
                 heartbeat_interval=hb,
                 grace_period=2 * hb if hb else None,
                 heartbeat_stale_trial_callback=retry,
                 **kwargs,  # type: ignore[arg-type]
             )
+        if hasattr(storage, "record_heartbeat"):
+            _quiet_heartbeat(storage)
+        return storage
     except ConfigError:
         raise
     except Exception as e:  # driver missing, server down, bad credentials

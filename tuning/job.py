@@ -353,15 +353,6 @@ def _os_error(error: BaseException) -> OSError | None:
     return None
 
 
-def _artifact_location(ctx: JobContext) -> str:
-    """Where the job's experiment keeps its artifacts (password masked), for an error."""
-    try:
-        location = ctx.tracker.client.get_experiment(ctx.tracker.experiment_id).artifact_location
-        return redact(str(location))
-    except Exception:  # the store is failing: name the tracking store instead
-        return f"of {redact(ctx.tracker.uri)}"
-
-
 @contextlib.contextmanager
 def _artifact_store(ctx: JobContext) -> Iterator[None]:
     """Turn the artifact store failing at the job's end (disk full, its folder gone, permission
@@ -378,8 +369,8 @@ def _artifact_store(ctx: JobContext) -> Iterator[None]:
             raise
         reason = " ".join(f"{type(os_error).__name__}: {os_error}".split())[:300]
         message = (
-            f"the MLflow artifact store {_artifact_location(ctx)} failed while recording the "
-            f"job's model and reports ({reason}); the parent run ends FAILED, the study keeps "
+            f"the MLflow artifact store {ctx.tracker.artifact_location()} failed while recording "
+            f"the job's model and reports ({reason}); the parent run ends FAILED, the study keeps "
             "every trial and the trials' runs are kept: free or repair the store, then run the "
             "same command again"
         )

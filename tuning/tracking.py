@@ -542,6 +542,14 @@ class Tracker:
                 raise
             return str(exp.experiment_id)
 
+    def artifact_location(self) -> str:
+        """Where this experiment keeps its artifacts (password masked), for an error message;
+        the tracking store itself when that cannot be read (it may be failing too)."""
+        try:
+            return redact(str(self.client.get_experiment(self.experiment_id).artifact_location))
+        except Exception:
+            return f"of {redact(self.uri)}"
+
     def start_parent(self, *, run_name: str, tags: Mapping[str, object]) -> ParentRun:
         """Open this job's parent run, or adopt the one ``mlflow run`` created."""
         all_tags = {

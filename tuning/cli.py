@@ -926,6 +926,8 @@ def _compare_lines(rows: list[dict[str, Any]], metric: str) -> list[str]:
     lines = [head]
     for r in rows:
         cpf = f"{r['complete']}/{r['pruned']}/{r['fail']}"
+        if r.get("not_learning"):
+            cpf += f" ({r['not_learning']} nl)"  # not learning: apart from the pruned
         lines.append(
             f"{r['study']:<24} {cpf:>22} {fmt(r.get('best_value'), '.4f'):>18} "
             f"{fmt(r.get('test_score'), '.4f'):>8} {fmt(r.get('trials_to_within'), 'd'):>14} "

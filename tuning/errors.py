@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ArtifactStoreFailed",
     "ConfigError",
+    "NotLearning",
     "StopTraining",
     "StorageLost",
     "TrackingLost",
@@ -149,6 +150,35 @@ class StorageLost(TrackingLost):
     study keeps every finished trial, and the trial in flight is failed by Optuna's heartbeat
     (and run again elsewhere with ``study.max_retries``).
     """
+
+
+class NotLearning(TrialFailed):
+    """Raised by the trial runner's epoch hook: the trial is not learning (``tuning.learning``).
+
+    Its best objective value after the first epochs is no better than a trivial predictor's (the
+    most frequent class, the training mean), or its training loss grew above its first epoch's.
+    The fit ends at once and no model is kept. A :class:`TrialFailed`, so any code that does not
+    know it treats it as a trial without a value; the engines record it apart: Optuna as PRUNED
+    with the user attribute ``not_learning``, KerasTuner as completed with the value it reached
+    (so its oracle learns the region is bad), the MLflow run as ``state=not_learning``.
+
+    Attributes:
+        value: The best objective value the trial reached (``None`` if none was finite).
+        epochs: Epochs it trained.
+    """
+
+    def __init__(self, message: str, *, value: float | None = None, epochs: int = 0) -> None:
+        super().__init__(message)
+        self.value = value
+        self.epochs = epochs
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments need help to survive pickling (multiprocessing workers).
+        return (_rebuild_not_learning, (str(self), self.value, self.epochs))
+
+
+def _rebuild_not_learning(message: str, value: float | None, epochs: int) -> NotLearning:
+    return NotLearning(message, value=value, epochs=epochs)
 
 
 class StopTraining(Exception):  # noqa: N818 (a request, not an error)

@@ -382,7 +382,9 @@ def _artifact_store(ctx: JobContext) -> Iterator[None]:
 def _outcome_metrics(outcome: Outcome, ctx: JobContext) -> dict[str, float | None]:
     counts = outcome.counts
     metrics: dict[str, float | None] = {
-        f"n_{k}": v for k, v in counts.items() if k in ("complete", "pruned", "fail")
+        f"n_{k}": v
+        for k, v in counts.items()
+        if k in ("complete", "pruned", "fail", "not_learning")
     }
     metrics["n_trials"] = sum(counts.values())
     metrics["job_trials"] = ctx.runner.trials_run

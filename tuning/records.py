@@ -8,7 +8,9 @@ sweep that read it agree on one spelling:
 - ``process``: the identity of the process running the trial (:mod:`tuning.process`), with the
   trial's own number, so a later job can tell that the trial's process died;
 - ``mlflow_run_id``, ``backend``, ``epochs_trained``, ``train_seconds``, ``n_params``, ``reason``
-  (why a trial failed or was pruned), ``cut`` (why a complete trial stopped early).
+  (why a trial failed or was pruned), ``cut`` (why a complete trial stopped early),
+  ``not_learning`` (why the learning rule ended it: Optuna keeps it PRUNED, so that TPE counts
+  it among the bad trials; :func:`state` names it ``not_learning``).
 
 It reads and writes through the trial's ``params``, ``user_attrs`` and ``set_user_attr`` only:
 no Optuna import, so it fits any layer.
@@ -25,6 +27,7 @@ __all__ = [
     "EPOCHS_TRAINED",
     "FIGURES",
     "MLFLOW_RUN_ID",
+    "NOT_LEARNING",
     "N_PARAMS",
     "PROCESS",
     "REASON",
@@ -35,6 +38,7 @@ __all__ = [
     "record_fixed",
     "record_process",
     "run_id",
+    "state",
 ]
 
 FIXED_PREFIX = "fixed."
@@ -46,6 +50,7 @@ TRAIN_SECONDS = "train_seconds"
 N_PARAMS = "n_params"
 REASON = "reason"
 CUT = "cut"
+NOT_LEARNING = "not_learning"
 # What `tuning best` prints of a trial beside its parameters, in this order.
 FIGURES = (EPOCHS_TRAINED, N_PARAMS, TRAIN_SECONDS, BACKEND, MLFLOW_RUN_ID)
 
@@ -59,6 +64,11 @@ class _Stored(Protocol):  # an optuna FrozenTrial, or a live Trial (whose attrs 
 
     @property
     def user_attrs(self) -> dict[str, Any]: ...
+
+
+class _WithState(_Stored, Protocol):  # an optuna FrozenTrial
+    @property
+    def state(self) -> Any: ...
 
 
 class _Writable(Protocol):
@@ -114,3 +124,11 @@ def run_id(trial: _Stored) -> str:
 def figures(trial: _Stored) -> dict[str, Any]:
     """The trial's recorded figures (:data:`FIGURES`), ``None`` where one is missing."""
     return {key: trial.user_attrs.get(key) for key in FIGURES}
+
+
+def state(trial: _WithState) -> str:
+    """The trial's state as this tool names it: Optuna's, lower case (``complete``, ``pruned``,
+    ``fail``, ``running``, ``waiting``), or ``not_learning`` for a pruned trial that the
+    learning rule ended (``tuning.learning``)."""
+    name = str(getattr(trial.state, "name", trial.state)).lower()
+    return NOT_LEARNING if name == "pruned" and NOT_LEARNING in trial.user_attrs else name

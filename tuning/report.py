@@ -41,10 +41,12 @@ __all__ = [
 
 
 def state_counts(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
-    """Trials per state, every state present (``complete``, ``pruned``, ``fail``, ...)."""
+    """Trials per state, every state present (``complete``, ``pruned``, ``fail``, ...), the
+    pruned ones that did not learn apart (``not_learning``, :func:`tuning.records.state`)."""
     counts = {state.name.lower(): 0 for state in optuna.trial.TrialState}
+    counts[records.NOT_LEARNING] = 0
     for t in trials:
-        counts[t.state.name.lower()] += 1
+        counts[records.state(t)] += 1
     return counts
 
 
@@ -75,7 +77,7 @@ def trials_table(study: optuna.Study) -> list[dict[str, object]]:
         rows.append(
             {
                 "number": t.number,
-                "state": t.state.name.lower(),
+                "state": records.state(t),
                 "value": t.value,
                 **{f"params_{k}": v for k, v in records.params(t).items()},
                 records.EPOCHS_TRAINED: attrs.get(records.EPOCHS_TRAINED),
@@ -292,7 +294,13 @@ def summary_markdown(
     lines.append(
         f"This job ran {job_trials} trial(s) in {seconds:.0f} s. The study now holds "
         f"{len(trials)} trials: {counts.get('complete', 0)} complete, "
-        f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed."
+        f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed"
+        + (
+            f", {counts[records.NOT_LEARNING]} ended as not learning (no better than a trivial "
+            "predictor after their first epochs)."
+            if counts.get(records.NOT_LEARNING)
+            else "."
+        )
     )
     complete = [t for t in trials if t.value is not None]
     if not complete:
@@ -349,7 +357,7 @@ def compare_studies(
         counts = state_counts(trials)
         row: dict[str, object] = {
             "study": study.study_name,
-            **{k: counts[k] for k in ("complete", "pruned", "fail")},
+            **{k: counts[k] for k in ("complete", "pruned", "fail", records.NOT_LEARNING)},
         }
         ranked = _ranked(study)
         if not ranked:

@@ -114,7 +114,8 @@ def summary_lines(
     lines = [
         f"job {result.status.lower()}: {result.trials_run} trial(s) run "
         f"({added.get('complete', 0)} complete, {added.get('pruned', 0)} pruned, "
-        f"{added.get('fail', 0)} failed) in {result.seconds:.1f}s; "
+        + (f"{added['not_learning']} not learning, " if added.get("not_learning") else "")
+        + f"{added.get('fail', 0)} failed) in {result.seconds:.1f}s; "
         f"{engine.noun} has {sum(outcome.counts.values())} trials",
         f"time: setup {breakdown['setup']:.1f}s, build {breakdown['build']:.1f}s, "
         f"compile {breakdown['compile']:.1f}s, fit {breakdown['fit']:.1f}s, "

@@ -51,7 +51,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT  # noqa: E402
 from tuning import process  # noqa: E402
 from tuning.champion import Decision, Standing  # noqa: E402
 from tuning.config import redact  # noqa: E402
-from tuning.errors import ConfigError  # noqa: E402
+from tuning.errors import ConfigError, NotLearning  # noqa: E402
 from tuning.locks import store_lock  # noqa: E402
 
 __all__ = [
@@ -584,6 +584,7 @@ class Tracker:
         """A child run for trial ``number``, ended with the right status whatever happens.
 
         The ``state`` tag is the trial's: complete (normal exit), pruned (``TrialPruned``),
+        not_learning (:class:`~tuning.errors.NotLearning`, run status FINISHED as for pruned),
         failed (any other exception) or killed (Ctrl-C / SIGTERM, run status KILLED).
         ``recheck=(i, trial_run_id)`` makes the run of the trial's i-th re-check instead:
         ``trial-<number>-recheck-<i>``, nested under the trial's own run (or under the parent
@@ -612,6 +613,9 @@ class Tracker:
             yield trial_run
         except optuna.TrialPruned as e:
             state, reason = "pruned", str(e) or "pruned"
+            raise
+        except NotLearning as e:
+            state, reason = "not_learning", str(e) or "not learning"
             raise
         except KeyboardInterrupt:
             status, state, reason = "KILLED", "killed", "interrupted (Ctrl-C or SIGTERM)"

@@ -6,7 +6,10 @@ ended FINISHED/FAILED/KILLED whatever happens), builds and trains the model with
 engine gives it, logs every epoch and the trial's figures, keeps the model if it is among the
 job's best, and returns a plain :class:`TrialResult`. Both engines and the re-check call it; an
 engine only chooses configurations and adds its per-epoch hook (report and prune, its slice of
-the budget). Its parts, each owning its own state:
+the budget). After every epoch it also asks the job's :class:`~tuning.learning.LearningRule`
+(``training.stop_not_learning``, its baseline computed once here) and ends a trial that is not
+learning (:class:`~tuning.errors.NotLearning`: its run tagged ``state=not_learning``, no model
+kept). Its parts, each owning its own state:
 
 - :class:`Trainer`: Keras. A fresh session and the trial's seed before each build, the fit with
   the experiment's early stopping (``train.fit``), the seconds spent building, compiling and
@@ -36,6 +39,8 @@ from tuning import backend, train
 from tuning.config import Experiment
 from tuning.data import Dataset
 from tuning.data.encoding import decode, load_keras
+from tuning.errors import NotLearning
+from tuning.learning import LearningRule
 from tuning.model import build_model, compile_for_task
 from tuning.process import check_stop
 from tuning.tracking import ParentRun, Tracker, TrialRun
@@ -338,6 +343,7 @@ class TrialRunner:
         models: The job's kept models.
         trials_run: Trials this job ran (re-checks not counted).
         histories: Trial number -> its per-epoch metrics (this job's trials).
+        learning: The job's rule for trials that do not learn (``None``: switched off).
     """
 
     def __init__(
@@ -350,6 +356,10 @@ class TrialRunner:
         self.models = ModelKeeper(exp, data=data)
         self.trials_run = 0
         self.histories: dict[int, dict[str, list[float]]] = {}
+        self.learning = LearningRule.for_job(exp, data)
+        if self.learning is not None and self.learning.baseline is not None:
+            # Beside the trials' curves in the MLflow UI: the trivial predictor's value.
+            parent.log_metrics({f"baseline_{exp.objective.metric}": self.learning.baseline.value})
 
     def run(
         self,
@@ -367,7 +377,9 @@ class TrialRunner:
 
         The trial's MLflow run gets the logged params, every epoch's metrics (``step`` = epoch),
         ``objective`` and ``best_epoch``, a ``cut`` tag when a hook stopped the fit early, and,
-        whatever happens, ``epochs_trained``, ``n_params`` and ``train_seconds``.
+        whatever happens, ``epochs_trained``, ``n_params`` and ``train_seconds``. A trial the
+        learning rule ends raises :class:`~tuning.errors.NotLearning` after the engine's hooks
+        saw its last epoch (its run: ``state=not_learning``); its model is not kept.
 
         Args:
             params: The configuration (the search space's names, fixed values included).
@@ -389,6 +401,7 @@ class TrialRunner:
             The trial's result.
 
         Raises:
+            NotLearning: the learning rule ended it (a TrialFailed; the run ends FINISHED).
             TrialFailed: the fit diverged or produced no objective (the run ends FAILED).
             optuna.TrialPruned, KeyboardInterrupt: from a hook or the stop check.
         """
@@ -432,13 +445,24 @@ class TrialRunner:
         recheck: tuple[int, str] | None,
     ) -> None:
         """The body of :meth:`run` inside its MLflow run: build, fit, log, keep."""
-        number, trainer = result.number, self.trainer
+        number, trainer, rule = result.number, self.trainer, self.learning
+        seen: dict[str, list[float]] = {}  # the epochs so far, for the learning rule
 
         def on_epoch(epoch: int, logs: Mapping[str, float]) -> None:
             check_stop()
             run.log_epoch(epoch, logs)
-            for hook in hooks:
-                hook(epoch, logs)
+            for k, v in logs.items():
+                seen.setdefault(k, []).append(float(v))
+            verdict = rule.check(seen) if rule is not None else None
+            try:  # the engine's hooks first: they report this epoch (Optuna's intermediate value)
+                for hook in hooks:
+                    hook(epoch, logs)
+            except Exception as e:
+                if isinstance(verdict, NotLearning):  # above a prune or a cut: it says more
+                    raise verdict from e
+                raise
+            if verdict is not None:
+                raise verdict
 
         model = trainer.build(params, number=number, max_epochs=max_epochs, seed=seed)
         result.n_params = int(model.count_params())

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuning.config.space import SearchSpace
 from tuning.objective import Ranking
@@ -256,6 +256,33 @@ class EarlyStoppingConfig(_Model):
     min_delta: float = Field(default=0.0, ge=0, description="smallest change that counts")
 
 
+class StopNotLearningConfig(_Model):
+    """Ending trials that do not learn (``tuning.learning``); ``false`` switches it off."""
+
+    enabled: bool = Field(default=True, description="true or false")
+    after: int = Field(
+        default=3, ge=1, description="epochs a trial trains before it is judged (at least 1)"
+    )
+    margin: float = Field(
+        default=0.02,
+        ge=0,
+        lt=1,
+        description="the share of the way from the trivial baseline to a perfect score that a "
+        "learning trial's best epoch must have gone (0 <= margin < 1)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return {"enabled": v}
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError(f"must be true, false or {{after: ..., margin: ...}} (got {v!r})")
+        return v
+
+
 class TrainingConfig(_Model):
     """How each trial trains."""
 
@@ -265,6 +292,12 @@ class TrainingConfig(_Model):
     )
     early_stopping: EarlyStoppingConfig = Field(
         default_factory=EarlyStoppingConfig, description="patience and min_delta"
+    )
+    stop_not_learning: StopNotLearningConfig = Field(
+        default_factory=StopNotLearningConfig,
+        description="false, or {after: 3, margin: 0.02}: end a trial at once when after `after` "
+        "epochs its best objective is no better than a trivial predictor's (by `margin`) and not "
+        "improving, or its training loss grew above its first epoch's",
     )
     loss: Literal["auto", "mse", "mae", "huber"] = Field(
         default="auto",

@@ -9,7 +9,10 @@ the Optuna engine's. It does not touch the Optuna study
 (``study.storage`` is validated but unused) and does not prune: the pruner settings are ignored.
 Hyperband's ``tuner/epochs`` is the trial's ``max_epochs`` and every trial trains from scratch
 (no warm start from ``tuner/trial_id``'s checkpoint): a simplification that costs time, not
-correctness.
+correctness. A trial that is not learning (:class:`~tuning.errors.NotLearning`) ends COMPLETED
+with the value it reached and the extra metric ``not_learning`` = 1 in its trial: KerasTuner's
+Bayesian oracle skips FAILED trials (it would sample the region again) but learns from a low
+score; the engine counts it as ``not_learning`` and never ranks it (no re-check, not the best).
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ import keras_tuner as kt
 
 from tuning.config import Experiment
 from tuning.engines.base import Engine, JobContext, Outcome, Ranked
-from tuning.errors import TrialFailed
+from tuning.errors import NotLearning, TrialFailed
 from tuning.summary import trial_line
 from tuning.tracking import TrialRun
 from tuning.trial import TrialResult
 
-__all__ = ["KT_DIRECTORY", "KerasTunerEngine"]
+__all__ = ["KT_DIRECTORY", "NOT_LEARNING_METRIC", "KerasTunerEngine"]
 
 KT_DIRECTORY = "kt_studies"
+# The metric a KerasTuner trial that did not learn carries (1.0) beside its objective.
+NOT_LEARNING_METRIC = "not_learning"
 _TUNERS: dict[str, type[kt.Tuner]] = {
     "random": kt.RandomSearch,
     "bayesian": kt.BayesianOptimization,
@@ -78,6 +83,7 @@ class KerasTunerEngine(Engine):
         self.tuner: kt.Tuner | None = None
         self.run_ids: dict[int, str] = {}
         self.numbers: set[int] = set()
+        self.not_learning: set[int] = set()  # this job's; earlier jobs' carry the metric
 
     @classmethod
     def parent_tags(cls, exp: Experiment) -> dict[str, str]:
@@ -111,14 +117,21 @@ class KerasTunerEngine(Engine):
         def opened(run: TrialRun) -> None:
             self.run_ids[number] = run.run_id
 
-        state = "failed"
+        state, reason = "failed", ""
+        value: float | None = None
         try:
             result = ctx.runner.run(
                 params, number=number, max_epochs=max_epochs, on_open=opened, on_end=ended.append
             )
             assert result.value is not None  # the fit returned
-            state = "complete"
+            state, value = "complete", result.value
             return {exp.objective.metric: result.value}
+        except NotLearning as e:
+            if e.value is None:  # no finite value to tell the oracle: failed
+                raise kt.errors.FailedTrialError(str(e)) from e
+            self.not_learning.add(number)
+            state, value, reason = "not_learning", e.value, str(e)
+            return {exp.objective.metric: e.value, NOT_LEARNING_METRIC: 1.0}
         except TrialFailed as e:
             # FAILED in KerasTuner (no retry); the search goes on, as with Optuna's catch=.
             raise kt.errors.FailedTrialError(str(e)) from e
@@ -128,11 +141,25 @@ class KerasTunerEngine(Engine):
                     number,
                     state,
                     metric=exp.objective.metric,
-                    value=ended[0].value if ended and state == "complete" else None,
+                    value=value,
                     epochs=ended[0].epochs if ended else 0,
                     seconds=time.perf_counter() - started,
+                    reason=reason,
                 )
             )
+
+    def _learned(self, trial: kt.engine.trial.Trial) -> bool:
+        """Whether ``trial`` was not ended as not learning (this job's, or an earlier one's)."""
+        return int(trial.trial_id) not in self.not_learning and not trial.metrics.exists(
+            NOT_LEARNING_METRIC
+        )
+
+    def _best(self, k: int) -> list[kt.engine.trial.Trial]:
+        """The ``k`` best scored trials that learned, best first."""
+        assert self.tuner is not None
+        oracle = self.tuner.oracle
+        best = oracle.get_best_trials(len(oracle.trials))
+        return [t for t in best if t.score is not None and self._learned(t)][:k]
 
     def ranked(self, k: int) -> list[Ranked]:
         if self.tuner is None:
@@ -145,22 +172,23 @@ class KerasTunerEngine(Engine):
                 dict(space.to_keras_tuner(t.hyperparameters.copy())),
                 self.run_ids.get(int(t.trial_id), ""),
             )
-            for t in self.tuner.oracle.get_best_trials(k)
-            if t.score is not None
+            for t in self._best(k)
         ]
 
     def outcome(self) -> Outcome:
         tuner = self.tuner
         trials = list(tuner.oracle.trials.values()) if tuner is not None else []
-        counts = {"complete": 0, "pruned": 0, "fail": 0, "running": 0}
+        counts = {"complete": 0, "pruned": 0, "fail": 0, "running": 0, "not_learning": 0}
         added = dict(counts)
         for t in trials:
             key = {"COMPLETED": "complete", "RUNNING": "running"}.get(str(t.status), "fail")
+            if key == "complete" and not self._learned(t):
+                key = "not_learning"
             counts[key] += 1
             if int(t.trial_id) in self.numbers:
                 added[key] += 1
-        best = tuner.oracle.get_best_trials(1) if tuner is not None else []
-        if not best or best[0].score is None:
+        best = self._best(1) if tuner is not None else []
+        if not best:
             return Outcome(counts=counts, added=added)
         number = int(best[0].trial_id)
         return Outcome(

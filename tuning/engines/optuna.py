@@ -6,7 +6,12 @@ before new ones start, the sampler and pruner the experiment names, and the obje
 a trial to the parts: ``SearchSpace.suggest`` -> the job's ``TrialRunner.run``, with a hook that
 reports every epoch to Optuna (pruning, the job's deadline, the trial's slice of the budget),
 and the trial's records in the study (``tuning.records``). A trial's problem
-(:class:`~tuning.errors.TrialFailed`) fails that trial and the study goes on.
+(:class:`~tuning.errors.TrialFailed`) fails that trial and the study goes on. A trial that is not
+learning (:class:`~tuning.errors.NotLearning`, from the runner) ends PRUNED with the user
+attribute ``not_learning``: FAIL would hide it from TPE, which would sample the same region
+again, while TPE ranks a pruned trial below every complete one (by the epochs it reached and its
+last reported value, reported before it ended), and a pruned trial has no value, so it is never
+the study's best nor re-checked.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import optuna
 from tuning import backend, lineage, process, records, report, storage
 from tuning.config import Experiment, PrunerConfig, SamplerConfig, redact
 from tuning.engines.base import Engine, JobContext, Outcome, Ranked, check_stop
-from tuning.errors import ConfigError, StopTraining, TrialFailed
+from tuning.errors import ConfigError, NotLearning, StopTraining, TrialFailed
 from tuning.summary import trial_line
 from tuning.tracking import TrialRun
 from tuning.train import EpochHook
@@ -186,6 +191,10 @@ class OptunaEngine(Engine):
                 on_open=opened,
                 on_end=ended,
             )
+        except NotLearning as e:  # PRUNED, told apart by its attribute (see the module's doc)
+            trial.set_user_attr(records.NOT_LEARNING, str(e))
+            trial.set_user_attr(records.REASON, str(e))
+            raise optuna.TrialPruned(str(e)) from e
         except (optuna.TrialPruned, Exception, KeyboardInterrupt) as e:
             pruned = isinstance(e, optuna.TrialPruned)
             reason = str(e) if pruned else f"{type(e).__name__}: {e}"[:1000]
@@ -237,7 +246,7 @@ class OptunaEngine(Engine):
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna's trial-end callback: the trial's terminal line, then a requested stop."""
-        state = trial.state.name.lower()
+        state = records.state(trial)
         attrs = trial.user_attrs
         try:
             best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
@@ -265,7 +274,7 @@ class OptunaEngine(Engine):
         added = {k: 0 for k in counts}
         for t in trials:  # this job's own trials, not other workers'
             if t.number in self.numbers:
-                added[t.state.name.lower()] += 1
+                added[records.state(t)] += 1
         try:
             best = study.best_trial
         except ValueError:

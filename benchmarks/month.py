@@ -281,7 +281,7 @@ def checks(
         "waiting": waiting,
         "trials_by_state": {
             state: sum(1 for r in trial_runs if r.data.tags.get("state") == state)
-            for state in ("complete", "pruned", "failed", "killed")
+            for state in ("complete", "pruned", "not_learning", "failed", "killed")
         },
         "carried_copies": sum(
             1

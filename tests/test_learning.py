@@ -46,28 +46,24 @@ def _np(x: object) -> float:
     return float(np.mean(keras.ops.convert_to_numpy(x)))
 
 
-def test_the_multiclass_baseline_is_the_most_frequent_class_and_the_priors() -> None:
+def test_the_multiclass_baseline_is_the_best_constant_class_and_the_priors() -> None:
     y_train = np.array([0, 1, 1, 1, 2, 2, 0, 1], dtype=np.int32)  # class 1 most frequent
-    y_valid = np.array([1, 2, 2, 0, 1], dtype=np.int32)
+    y_valid = np.array([2, 2, 2, 0, 1], dtype=np.int32)  # class 2 here
     data = _data("multiclass", y_train, y_valid, n_classes=3)
     acc = baseline(data, "val_accuracy")
-    assert acc is not None and acc.value == pytest.approx(2 / 5)
-    assert (acc.perfect, acc.direction, acc.what) == (
-        1.0,
-        "maximize",
-        "always the most frequent class",
-    )
-    # What Keras says of a model that always answers the training priors.
+    assert acc is not None and acc.value == pytest.approx(3 / 5)  # always class 2, at best
+    assert (acc.perfect, acc.direction, acc.what) == (1.0, "maximize", "always the same class")
+    metric = keras.metrics.SparseCategoricalAccuracy()  # what Keras says of always class 2
+    metric.update_state(y_valid, np.tile([0.1, 0.2, 0.7], (len(y_valid), 1)))
+    assert acc.value == pytest.approx(_np(metric.result()))
+    # ... and of a model that always answers the training priors.
     priors = np.bincount(y_train, minlength=3) / len(y_train)
     preds = np.tile(priors, (len(y_valid), 1)).astype(np.float32)
     loss = baseline(data, "val_loss")
-    assert loss is not None and loss.direction == "minimize"
+    assert loss is not None and loss.direction == "minimize" and loss.what == "the class priors"
     assert loss.value == pytest.approx(
         _np(keras.losses.sparse_categorical_crossentropy(y_valid, preds)), rel=1e-5
     )
-    metric = keras.metrics.SparseCategoricalAccuracy()
-    metric.update_state(y_valid, preds)
-    assert acc.value == pytest.approx(_np(metric.result()))
     # On the training rows for a metric without val_.
     assert baseline(data, "accuracy").value == pytest.approx(4 / 8)  # type: ignore[union-attr]
 
@@ -77,17 +73,17 @@ def test_the_binary_and_multilabel_baselines_match_keras() -> None:
     y_valid = np.array([[1, 1], [0, 0], [1, 0]], dtype=np.float32)
     data = _data("multilabel", y_train, y_valid)
     preds = np.tile(y_train.mean(axis=0), (3, 1)).astype(np.float32)
-    bacc = keras.metrics.BinaryAccuracy()
-    bacc.update_state(y_valid, preds)
+    bacc = keras.metrics.BinaryAccuracy()  # always 1 for label 0, always 0 for label 1
+    bacc.update_state(y_valid, np.tile([0.9, 0.1], (3, 1)))
     assert baseline(data, "val_accuracy").value == pytest.approx(_np(bacc.result()))  # type: ignore[union-attr]
     assert baseline(data, "val_loss").value == pytest.approx(  # type: ignore[union-attr]
         _np(keras.losses.binary_crossentropy(y_valid, preds)), rel=1e-5
     )
     auc = baseline(data, "val_auc")
     assert auc is not None and (auc.value, auc.perfect) == (0.5, 1.0)
-    binary = _data("binary", np.array([0, 0, 0, 1]), np.array([0, 1, 0, 0, 0]))
+    binary = _data("binary", np.array([0, 0, 0, 1]), np.array([1, 1, 0, 1, 1]))
     assert baseline(binary, "val_accuracy").value == pytest.approx(4 / 5)  # type: ignore[union-attr]
-    # Nothing to learn: every validation row is the class always predicted.
+    # Nothing to learn: every validation row is of one class.
     assert baseline(_data("binary", np.array([0, 0, 1]), np.array([0, 0])), "val_accuracy") is None
 
 
@@ -116,7 +112,7 @@ def _rule(
     value: float | None = 0.1, *, direction: str = "maximize", metric: str = "val_accuracy"
 ) -> LearningRule:
     perfect = 1.0 if direction == "maximize" else 0.0
-    base = Baseline(metric, value, perfect, "always the most frequent class") if value else None
+    base = Baseline(metric, value, perfect, "always the same class") if value else None
     return LearningRule(Objective(metric, direction), after=3, margin=0.02, baseline=base)  # type: ignore[arg-type]
 
 
@@ -136,7 +132,7 @@ def test_a_trial_at_chance_ends_after_its_first_epochs_and_a_learning_one_does_n
     assert isinstance(third, NotLearning)
     assert (third.value, third.epochs) == (0.104, 3)
     assert "best val_accuracy=0.1040 in 3 epochs" in str(third)
-    assert "always the most frequent class (0.1000; needs above 0.1180)" in str(third)
+    assert "always the same class (0.1000; needs above 0.1180)" in str(third)
     assert _check(rule, [0.30, 0.50, 0.60, 0.62], [1.5, 1.0, 0.8, 0.7]) == [None] * 4
     # Still below the bar but not improving enough (0.012 < 0.018): not learning.
     assert isinstance(_check(rule, [0.100, 0.105, 0.112], [2.3, 2.3, 2.29])[-1], NotLearning)

@@ -155,8 +155,8 @@ class StorageLost(TrackingLost):
 class NotLearning(TrialFailed):
     """Raised by the trial runner's epoch hook: the trial is not learning (``tuning.learning``).
 
-    Its best objective value after the first epochs is no better than a trivial predictor's (the
-    most frequent class, the training mean), or its training loss grew above its first epoch's.
+    Its best objective value after the first epochs is no better than a trivial predictor's (always
+    the same class, the training mean), or its training loss grew above its first epoch's.
     The fit ends at once and no model is kept. A :class:`TrialFailed`, so any code that does not
     know it treats it as a trial without a value; the engines record it apart: Optuna as PRUNED
     with the user attribute ``not_learning``, KerasTuner as completed with the value it reached

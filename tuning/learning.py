@@ -1,10 +1,10 @@
 """Whether a trial learns: the data's trivial baseline, and the rule that ends one that does not.
 
 Owns :class:`Baseline`, the objective metric's value for a predictor that learned nothing from
-the inputs (always the most frequent training class, the training class priors, the training
-mean or median), computed once per job from the data with NumPy the way Keras computes the
-metric, and :class:`LearningRule` (``training.stop_not_learning``), which the trial runner asks
-after every epoch of every trial, whichever engine runs it and in the re-check:
+the inputs (always the same class, the training class priors, the training mean or median),
+computed once per job from the data with NumPy the way Keras computes the metric, and
+:class:`LearningRule` (``training.stop_not_learning``), which the trial runner asks after every
+epoch of every trial, whichever engine runs it and in the re-check:
 
 - after ``after`` epochs, a trial whose best objective value is not better than the baseline by
   ``margin`` of the way to a perfect score (accuracy, AUC: 1; losses, MAE, RMSE: 0), and did not
@@ -52,7 +52,7 @@ class Baseline:
         metric: The metric as Keras logs it (``val_accuracy``).
         value: Its value for the trivial predictor, on the rows the metric is measured on.
         perfect: Its best possible value (1 for accuracy and AUC, 0 for losses and errors).
-        what: The trivial predictor, in words (``always the most frequent class``).
+        what: The trivial predictor, in words (``always the same class``).
     """
 
     metric: str
@@ -78,13 +78,15 @@ def _crossentropy(y: np.ndarray, p: np.ndarray) -> float:
 
 def baseline(data: Dataset, metric: str, *, loss: str = "auto") -> Baseline | None:
     """The trivial predictor's value of ``metric`` (``val_*``: on the validation rows, else on
-    the training rows), learned from the training rows only; ``None`` for a metric it cannot
-    compute, or when no row or no spread leaves room to learn.
+    the training rows); ``None`` for a metric it cannot compute, or when no row or no spread
+    leaves room to learn.
 
-    Classification: accuracy of always the most frequent training class (per label for
-    multilabel), cross-entropy (``loss``) of the training class priors, AUC 0.5. Regression: the
-    training mean for MSE, RMSE and the Huber loss, the training median for MAE (the best constant
-    for each). A ``loss`` also counts the model's regularization, which only adds to it.
+    Classification: the accuracy of always answering the same class, the best one on the rows
+    scored (per label for multilabel): a network that collapsed answers one class, not always
+    the most frequent training one (Fashion-MNIST's validation rows: 0.090 to 0.105 by class);
+    the cross-entropy (``loss``) of the training class priors; AUC 0.5. Regression: the training
+    mean for MSE, RMSE and the Huber loss, the training median for MAE (the best constant for
+    each). A ``loss`` also counts the model's regularization, which only adds to it.
 
     Args:
         data: The job's dataset.
@@ -102,8 +104,8 @@ def baseline(data: Dataset, metric: str, *, loss: str = "auto") -> Baseline | No
         counts = np.bincount(y_train.astype(int).ravel(), minlength=n)
         labels = y.astype(int).ravel()
         if name == "accuracy":
-            hits = float(np.mean(labels == counts.argmax()))
-            found = hits, 1.0, "always the most frequent class"
+            best = np.bincount(labels, minlength=n).max() / len(labels)
+            found = float(best), 1.0, "always the same class"
         elif name == "loss":
             priors = np.clip(counts / counts.sum(), EPSILON, 1 - EPSILON)
             found = float(np.mean(-np.log(priors[labels]))), 0.0, "the class priors"
@@ -111,9 +113,9 @@ def baseline(data: Dataset, metric: str, *, loss: str = "auto") -> Baseline | No
         yt = y_train.reshape(len(y_train), -1).astype(np.float64)
         yv = y.reshape(len(y), -1).astype(np.float64)
         priors = yt.mean(axis=0)
-        if name == "accuracy":  # Keras' BinaryAccuracy: a prediction above 0.5 is 1
-            majority = (priors > 0.5).astype(np.float64)
-            found = float(np.mean(yv == majority)), 1.0, "always the most frequent class"
+        if name == "accuracy":  # per label, the better of always 0 and always 1
+            ones = yv.mean(axis=0)
+            found = float(np.mean(np.maximum(ones, 1 - ones))), 1.0, "always the same class"
         elif name == "loss":
             found = _crossentropy(yv, priors), 0.0, "the class priors"
         elif name == "auc":

@@ -116,8 +116,9 @@ def test_a_cut_trial_continues_from_its_saved_state_in_its_own_run(
         seen: list[int] = []
         cont = runner.resume(0, hooks=[lambda epoch, logs: seen.append(epoch)])
         assert seen == [2, 3, 4, 5] and cont.epochs == 6 and cont.initial_epoch == 2
-        assert cont.fit is not None and cont.fit.history["val_accuracy"][:2] == (
-            first.fit.history["val_accuracy"]
+        assert (
+            cont.fit is not None
+            and cont.fit.history["val_accuracy"][:2] == (first.fit.history["val_accuracy"])
         )
         assert not saved.path.exists() and not runner.can_resume(0)
         client = mlflow_client(workdir)

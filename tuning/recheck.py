@@ -6,13 +6,13 @@ trial is often the luckiest, not the best. :func:`recheck` re-runs the top
 ``study.recheck_top`` through the job's :class:`~tuning.trial.TrialRunner` (each re-run an
 MLflow run ``trial-<n>-recheck-<round>`` nested under its trial's run) and ranks them by the mean
 of all their runs; the parent run gets ``recheck.json`` and the tag ``best_by_mean``.
+``tuning.ensemble.settle_model`` then picks the job's model from what it returns.
 
 Before its re-runs, a top trial the search cut short (its slice of the budget, the deadline)
 trains further from where it stopped (``TrialRunner.resume``, issue 26: the epochs it paid for
 are not thrown away), in its own run, for its share of the re-check's time; its continued value
-is its first in the ranking. The re-runs over other seeds still start from new weights: they
-test the configuration, not the run.
-``tuning.ensemble.settle_model`` then picks the job's model from what it returns.
+is its first in the ranking (``recheck.json``: ``first``, ``continued`` epochs). The re-runs over
+other seeds still start from new weights: they test the configuration, not the run.
 
 Imports no Keras: the runner it is handed does the training.
 """

@@ -83,3 +83,50 @@ def test_best_of_takes_the_first_of_equal_best_epochs(
 ) -> None:
     hist = {"loss": [1.0] * 5, "val_x": [0.5, 0.9, 0.9, 0.1, 0.1]}
     assert best_of(hist, monitor="val_x", direction=direction) == best
+
+
+def _separable(seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(260, 4)).astype("float32")
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int64")
+    return Dataset(
+        name="t", task="binary", kind="tabular", x_train=x[:160], y_train=y[:160],
+        x_valid=x[160:220], y_valid=y[160:220], x_test=x[220:], y_test=y[220:], n_classes=2,
+    )  # fmt: skip
+
+
+def test_a_continued_fit_numbers_epochs_on_and_keeps_the_best_over_the_whole_curve() -> None:
+    """Issue 26: a fit continued from ``carry`` numbers its epochs on, its optimizer's
+    iterations go on, early stopping goes on from the earlier best and wait counter, and the
+    weights it ends with are the best over both parts."""
+    data = _separable()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, "sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy")
+    settings = {"monitor": "val_loss", "direction": "minimize", "batch_size": 32, "patience": 3}
+    first = fit(model, data, max_epochs=4, keep_last=True, **settings)  # type: ignore[arg-type]
+    carry = first.carry
+    assert carry is not None and carry.epochs == 4 and first.initial_epoch == 0
+    assert carry.last_weights is not None and carry.best_weights is not None
+    best_first = [w.copy() for w in model.get_weights()]  # restored: the best of part one
+    iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    assert iterations == 4 * 5  # 160 rows, batches of 32
+    # Part two from the last weights, climbing the loss (a negative rate): every epoch worse.
+    model.set_weights(carry.last_weights)
+    model.optimizer.learning_rate = -1.0
+    seen: list[int] = []
+    second = fit(
+        model, data, max_epochs=40, carry=carry, keep_last=True,
+        on_epoch=lambda epoch, logs: seen.append(epoch), **settings,  # type: ignore[arg-type]
+    )  # fmt: skip
+    # No epoch improved: early stopping counts on from the earlier wait, not from zero.
+    added = settings["patience"] - carry.wait
+    assert seen == list(range(4, 4 + added)) and second.epochs == 4 + added
+    assert second.initial_epoch == 4 and second.early_stopped
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == iterations + 5 * added
+    assert len(second.history["val_loss"]) == second.epochs  # one curve: both parts
+    assert second.history["val_loss"][:4] == first.history["val_loss"]
+    assert second.value == first.value and second.best_epoch == first.best_epoch < 4
+    for w, b in zip(model.get_weights(), best_first, strict=True):
+        np.testing.assert_array_equal(w, b)  # the best over the whole curve, from part one
+    assert second.carry is not None and second.carry.wait == settings["patience"]

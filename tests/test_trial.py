@@ -71,3 +71,75 @@ def test_one_trial_line_for_every_engine() -> None:
     )
     bare = trial_line(12, "failed", metric="val_loss", value=None, epochs=0, seconds=0.04)
     assert bare == "trial  12 failed    epochs=0 0.0s"
+
+
+def test_a_cut_trial_continues_from_its_saved_state_in_its_own_run(
+    make_experiment, workdir
+) -> None:
+    """Issue 26: a trial cut by a hook keeps its weights, optimizer state and early-stopping
+    state; resumed, it trains on in its own MLflow run (steps on from where it stopped), its
+    optimizer's iterations go on, its model replaces its kept one and the state is deleted."""
+    import keras
+    import numpy as np
+    from conftest import mlflow_client
+
+    from tuning.config import load_experiment
+    from tuning.errors import StopTraining
+    from tuning.job import open_parent, validate_job
+    from tuning.trial import KeepState, TrialRunner
+
+    exp = load_experiment(
+        make_experiment(training__max_epochs=6, training__early_stopping={"patience": 100})
+    )
+    data, uri = validate_job(exp)
+    tracker, parent = open_parent(exp, data, uri, {})
+    runner = TrialRunner(exp, data=data, tracker=tracker, parent=parent)
+    params = {"n_hidden": 1, "n_neurons": 16, "activation": "relu", "optimizer": "adam",
+              "learning_rate": 3e-3, "batch_size": 128}  # fmt: skip
+
+    def cut(epoch: int, logs: object) -> None:
+        if epoch == 1:
+            raise StopTraining("cut after epoch 2 at its share of the time budget")
+
+    keep = KeepState(when=lambda fit: fit.stopped is not None, top=2)
+    try:
+        first = runner.run(params, number=0, hooks=[cut], keep_state=keep)
+        assert first.epochs == 2 and runner.can_resume(0)
+        saved = runner.states.saved[0]
+        assert saved.path.exists() and saved.carry.epochs == 2
+        # The state loads into a model built again from the configuration: the last weights
+        # and the optimizer's variables, its iteration count included (1152 rows / 128 = 9).
+        model = runner.trainer.build(params, number=0, max_epochs=6)
+        carry = runner.states.load(model, saved)
+        assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 2 * 9
+        assert carry.best_weights is not None and carry.history == first.fit.history
+        seen: list[int] = []
+        cont = runner.resume(0, hooks=[lambda epoch, logs: seen.append(epoch)])
+        assert seen == [2, 3, 4, 5] and cont.epochs == 6 and cont.initial_epoch == 2
+        assert (
+            cont.fit is not None
+            and cont.fit.history["val_accuracy"][:2] == (first.fit.history["val_accuracy"])
+        )
+        assert not saved.path.exists() and not runner.can_resume(0)
+        client = mlflow_client(workdir)
+        run = client.get_run(first.run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["state"] == "complete"
+        assert run.data.tags["continued"] == "4 epochs from epoch 3"
+        assert run.data.tags["cut"] == "no" and run.data.metrics["epochs_trained"] == 6
+        history = client.get_metric_history(first.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == list(range(6))  # one curve
+        assert run.data.metrics["objective"] == pytest.approx(max(m.value for m in history))
+        assert run.data.metrics["objective"] == pytest.approx(cont.value)
+        assert run.data.metrics["best_epoch"] == cont.fit.best_epoch
+        kept = runner.models.kept
+        assert [k.number for k in kept] == [0] and kept[0].value == cont.value
+        assert runner.models.best_trial == 0 and runner.models.best_value == cont.value
+        counts = runner.states.counts
+        assert counts["epochs_trained_total"] == 6 and counts["epochs_continued"] == 4
+        assert counts["configs_evaluated"] == 1 and counts["epochs_thrown_away"] == 0
+        assert counts["states_saved"] == 1 and counts["state_bytes"] > 0
+        assert np.isfinite(counts["state_save_seconds"])
+    finally:
+        runner.cleanup()
+        parent.end("FINISHED")
+    assert not runner.states.folder.exists()

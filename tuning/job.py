@@ -388,6 +388,8 @@ def _outcome_metrics(outcome: Outcome, ctx: JobContext) -> dict[str, float | Non
     }
     metrics["n_trials"] = sum(counts.values())
     metrics["job_trials"] = ctx.runner.trials_run
+    # Epochs trained per configuration evaluated, and those trained again from scratch (#26).
+    metrics.update(ctx.runner.states.counts)
     if outcome.best_value is not None:
         metrics["best_value"] = outcome.best_value
     return metrics

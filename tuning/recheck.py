@@ -8,6 +8,12 @@ MLflow run ``trial-<n>-recheck-<round>`` nested under its trial's run) and ranks
 of all their runs; the parent run gets ``recheck.json`` and the tag ``best_by_mean``.
 ``tuning.ensemble.settle_model`` then picks the job's model from what it returns.
 
+Before its re-runs, a top trial the search cut short (its slice of the budget, the deadline)
+trains further from where it stopped (``TrialRunner.resume``, issue 26: the epochs it paid for
+are not thrown away), in its own run, for its share of the re-check's time; its continued value
+is its first in the ranking (``recheck.json``: ``first``, ``continued`` epochs). The re-runs over
+other seeds still start from new weights: they test the configuration, not the run.
+
 Imports no Keras: the runner it is handed does the training.
 """
 
@@ -16,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +50,7 @@ class Rechecked:
     number: int
     first: float
     values: list[float | None] = dataclasses.field(default_factory=list)
+    continued: int = 0  # epochs the trial's own run trained further before the re-runs
     seeds: list[int] = dataclasses.field(default_factory=list)
     paths: list[Path | None] = dataclasses.field(default_factory=list)
     mean: float | None = None
@@ -77,6 +84,7 @@ def recheck(engine: Engine, ctx: JobContext, *, deadline: float | None) -> list[
     if len(top) < 2:
         return []
     done = {r.number: Rechecked(r.number, r.value) for r in top}
+    _train_further(engine, ctx, top, done, deadline=deadline)
     last_round = 0.0
     for round_ in range(1, RECHECK_ROUNDS + 1):
         started = time.perf_counter()
@@ -115,22 +123,63 @@ def recheck(engine: Engine, ctx: JobContext, *, deadline: float | None) -> list[
     return checked
 
 
+def _train_further(
+    engine: Engine,
+    ctx: JobContext,
+    top: list[Ranked],
+    done: dict[int, Rechecked],
+    *,
+    deadline: float | None,
+) -> None:
+    """Continue each top trial that was cut and whose state was saved, in its own run: with a
+    budget, each gets an equal share of the re-check's time, counting each re-run of the first
+    round as one share too (the re-runs then share what is left)."""
+    runner = ctx.runner
+    resumable = [r for r in top if runner.can_resume(r.number)]
+    for i, r in enumerate(resumable):
+        now = time.perf_counter()
+        if deadline is not None and now >= deadline:
+            break
+        shares = len(resumable) - i + len(top)
+        end = now + (deadline - now) / shares if deadline is not None else None
+        try:
+            result = runner.resume(r.number, hooks=[_cut_at(end)])
+        except TrialFailed as e:  # diverged: the trial keeps its first value and model
+            ctx.say(f"recheck: trial {r.number} could not train further ({e})")
+            continue
+        if result.value is None:
+            continue
+        c = done[r.number]
+        c.first, c.continued = float(result.value), result.epochs - result.initial_epoch
+        engine.continued(r.number, result)
+        ctx.say(
+            f"recheck: trial {r.number} trained {c.continued} epochs further from epoch "
+            f"{result.initial_epoch + 1}: {r.value:.4f} -> {c.first:.4f}"
+        )
+
+
+def _cut_at(deadline: float | None) -> Callable[[int, Mapping[str, float]], None]:
+    """An epoch hook that ends the fit at ``deadline`` (its share of the time budget)."""
+
+    def cut(epoch: int, logs: Mapping[str, float]) -> None:
+        if deadline is not None and time.perf_counter() >= deadline:
+            raise StopTraining(f"cut after epoch {epoch + 1} at its share of the time budget")
+
+    return cut
+
+
 def _rerun(
     ctx: JobContext, r: Ranked, round_: int, *, deadline: float | None
 ) -> tuple[float | None, int, Path | None]:
     """Train ``r``'s configuration from other initial weights, logged under its trial's run;
     a diverged re-run (its run FAILED) gives ``None``."""
     seed = ctx.exp.study.seed + r.number + RECHECK_SEED * round_
-
-    def cut(epoch: int, logs: Mapping[str, float]) -> None:
-        if deadline is not None and time.perf_counter() >= deadline:
-            raise StopTraining(f"cut after epoch {epoch + 1} at its share of the time budget")
-
     params: Params = r.params  # type: ignore[assignment]
     try:
         result = ctx.runner.run(
-            params, number=r.number, hooks=[cut], seed=seed, recheck=(round_, r.run_id)
-        )
+            params, number=r.number, hooks=[_cut_at(deadline)], seed=seed,
+            recheck=(round_, r.run_id),
+        )  # fmt: skip
     except TrialFailed:  # this seed diverged: the configuration ranks last
         return None, seed, None
     return result.value, seed, result.path

@@ -122,6 +122,16 @@ def summary_lines(
         f"study+tracking {breakdown['study_tracking']:.1f}s "
         f"({100 * breakdown['fraction']:.1f}%), finish {breakdown['finish']:.1f}s",
     ]
+    counts = ctx.runner.states.counts
+    if counts["epochs_continued"] or counts["epochs_thrown_away"]:
+        configs = int(counts["configs_evaluated"])
+        trained = int(counts["epochs_trained_total"])
+        lines.append(
+            f"epochs: {trained} trained for {configs} configuration(s)"
+            f"{f' ({trained / configs:.1f} each)' if configs else ''}, "
+            f"{int(counts['epochs_continued'])} of them continuing a saved state, "
+            f"{int(counts['epochs_thrown_away'])} thrown away (trained again from new weights)"
+        )
     if report_table:
         lines += engine.summary_lines()
     lines += best_lines(ctx, result)

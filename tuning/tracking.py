@@ -350,6 +350,53 @@ class TrialRun(Run):
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
+    def log_history(self, history: Mapping[str, list[float]]) -> None:
+        """Log an earlier fit's epochs (``step`` = epoch from 0), as :meth:`log_epoch` would
+        have: a promoted trial's run shows the whole curve it continues."""
+        ts = _now_ms()
+        metrics = [
+            Metric(key=k, value=float(v), timestamp=ts, step=epoch)
+            for k, values in history.items()
+            for epoch, v in enumerate(values)
+            if math.isfinite(float(v))
+        ]
+        for i in range(0, len(metrics), 1000):  # MLflow's limit per batch
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+        self.epochs = max((len(v) for v in history.values()), default=0)
+
+
+@contextmanager
+def _ended(trial_run: TrialRun) -> Iterator[None]:
+    """End ``trial_run`` with the trial's state whatever happens: complete (normal exit),
+    pruned (``TrialPruned``), not_learning (:class:`~tuning.errors.NotLearning`, run status
+    FINISHED as for pruned), failed (any other exception) or killed (Ctrl-C / SIGTERM, run
+    status KILLED); ``reason`` says why it did not complete."""
+    status, state, reason = "FINISHED", "complete", None
+    try:
+        yield
+    except optuna.TrialPruned as e:
+        state, reason = "pruned", str(e) or "pruned"
+        raise
+    except NotLearning as e:
+        state, reason = "not_learning", str(e) or "not learning"
+        raise
+    except KeyboardInterrupt:
+        status, state, reason = "KILLED", "killed", "interrupted (Ctrl-C or SIGTERM)"
+        raise
+    except BaseException as e:
+        status, state = "FAILED", "failed"
+        reason = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        trial_run.state = state
+        try:
+            tags: dict[str, Any] = {"state": state}
+            if reason:
+                tags["reason"] = reason[:_PARAM_MAX]
+            trial_run.set_tags(tags)
+        finally:
+            trial_run.end(status)
+
 
 class ParentRun(Run):
     """The parent run of one job."""
@@ -604,32 +651,38 @@ class Tracker:
             tags["mlflow.parentRunId"] = recheck[1] or parent.run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         trial_run = TrialRun(self.client, run.info.run_id)
-        status, state, reason = "FINISHED", "complete", None
-        try:
+        with _ended(trial_run):
             if params:
                 trial_run.log_params(params)
             if self.data_inputs:
                 _log_inputs(self.client, trial_run.run_id, self.data_inputs)
             yield trial_run
-        except optuna.TrialPruned as e:
-            state, reason = "pruned", str(e) or "pruned"
-            raise
-        except NotLearning as e:
-            state, reason = "not_learning", str(e) or "not learning"
-            raise
+
+    @contextmanager
+    def reopen_trial_run(self, run_id: str, *, epochs: int) -> Iterator[TrialRun]:
+        """A finished trial's run, running again while the trial continues training from where
+        it stopped (issue 26): its epochs are logged on from ``epochs``, and it is ended again
+        whatever happens: FINISHED and ``state=complete`` also when the continuation fails (the
+        trial's first part stands; the tag ``continue_failed`` says why), KILLED on Ctrl-C."""
+        self.client.update_run(run_id, status="RUNNING")
+        trial_run = TrialRun(self.client, run_id)
+        trial_run.epochs = epochs
+        trial_run.set_tags({"state": "running"})
+        status, tags = "FINISHED", {"state": "complete"}
+        try:
+            yield trial_run
         except KeyboardInterrupt:
-            status, state, reason = "KILLED", "killed", "interrupted (Ctrl-C or SIGTERM)"
+            status, tags = (
+                "KILLED",
+                {"state": "killed", "reason": "interrupted (Ctrl-C or SIGTERM)"},
+            )
             raise
         except BaseException as e:
-            status, state = "FAILED", "failed"
-            reason = f"{type(e).__name__}: {e}"
+            tags["continue_failed"] = f"{type(e).__name__}: {e}"[:_PARAM_MAX]
             raise
         finally:
-            trial_run.state = state
+            trial_run.state = tags["state"]
             try:
-                tags: dict[str, Any] = {"state": state}
-                if reason:
-                    tags["reason"] = reason[:_PARAM_MAX]
                 trial_run.set_tags(tags)
             finally:
                 trial_run.end(status)

@@ -5,6 +5,12 @@ Owns ``model.fit`` for one trial: EarlyStopping on the objective metric with
 TerminateOnNaN, and a hook called after every epoch with the epoch's logs (the study layer uses it
 to report to Optuna and MLflow, and may raise from it to prune). It returns plain values and knows
 nothing of Optuna or MLflow. A NaN or infinite loss ends the fit with :class:`TrialFailed`.
+
+A fit can continue an earlier one (``carry``, issue 26): the epochs are numbered on from where it
+stopped, and early stopping starts from the earlier fit's state (the best value, its epoch and
+weights, the wait counter), so ``restore_best_weights`` returns the best over the whole curve.
+With ``keep_last``, the fit also returns that state (:class:`Carry`) with the last epoch's
+weights, taken before the best ones are restored: what the next fit continues from.
 """
 
 from __future__ import annotations
@@ -21,9 +27,33 @@ from tuning.data import Dataset
 from tuning.errors import StopTraining, TrialFailed
 from tuning.objective import Objective
 
-__all__ = ["EpochHook", "FitResult", "StopTraining", "fit", "fresh_session"]
+__all__ = ["Carry", "EpochHook", "FitResult", "StopTraining", "fit", "fresh_session"]
 
 EpochHook = Callable[[int, Mapping[str, float]], None]
+
+
+@dataclass
+class Carry:
+    """Where a fit stopped, for a later fit to continue from it.
+
+    Attributes:
+        epochs: Epochs trained so far (the next one is numbered ``epochs``, 0-based).
+        best: Early stopping's best value of the monitored metric (``None``: none yet).
+        best_epoch: Its epoch.
+        wait: Epochs since the last improvement, as early stopping counts them.
+        history: Metric name -> value per epoch, over every epoch so far.
+        best_weights: The model's weights at ``best_epoch``.
+        last_weights: The model's weights after the last epoch (where training goes on from);
+            the optimizer's own state is the model's, saved beside them by the caller.
+    """
+
+    epochs: int
+    best: float | None
+    best_epoch: int
+    wait: int
+    history: dict[str, list[float]]
+    best_weights: list[np.ndarray] | None = None
+    last_weights: list[np.ndarray] | None = None
 
 
 @dataclass
@@ -32,12 +62,16 @@ class FitResult:
 
     Attributes:
         value: Best value of the monitored metric over the epochs (the trial's objective).
-        best_epoch: Epoch (0-based) of that value; the model holds its weights.
-        epochs: Epochs trained.
+        best_epoch: Epoch (0-based, over the whole curve) of that value; the model holds its
+            weights.
+        epochs: Epochs trained, over the whole curve (a continued fit counts the earlier ones).
         seconds: Wall time of ``model.fit``.
         history: Metric name -> value per epoch.
         n_params: Parameters of the model.
         stopped: Why an epoch hook ended the fit early (:class:`StopTraining`), else ``None``.
+        initial_epoch: Epochs an earlier fit trained before this one continued it (0: none).
+        early_stopped: Whether early stopping ended the fit (patience ran out).
+        carry: The state to continue from (only with ``fit(..., keep_last=True)``).
     """
 
     value: float
@@ -47,6 +81,32 @@ class FitResult:
     history: dict[str, list[float]]
     n_params: int
     stopped: str | None = None
+    initial_epoch: int = 0
+    early_stopped: bool = False
+    carry: Carry | None = None
+
+
+class _CarriedEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's EarlyStopping, started from an earlier fit's state, which keeps the last epoch's
+    weights before it restores the best ones."""
+
+    def __init__(self, *, carry: Carry | None, keep_last: bool, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.carry = carry
+        self.keep_last = keep_last
+        self.last_weights: list[np.ndarray] | None = None
+
+    def on_train_begin(self, logs: Mapping[str, object] | None = None) -> None:
+        super().on_train_begin(logs)
+        carry = self.carry
+        if carry is not None and carry.best is not None:
+            self.best, self.best_epoch, self.wait = carry.best, carry.best_epoch, carry.wait
+            self.best_weights = carry.best_weights
+
+    def on_train_end(self, logs: Mapping[str, object] | None = None) -> None:
+        if self.keep_last:
+            self.last_weights = [np.array(w) for w in self.model.get_weights()]
+        super().on_train_end(logs)
 
 
 class _EpochHookCallback(keras.callbacks.Callback):
@@ -150,6 +210,8 @@ def fit(
     min_delta: float = 0.0,
     on_epoch: EpochHook | None = None,
     reduce_on_plateau: bool = False,
+    carry: Carry | None = None,
+    keep_last: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``data`` with early stopping, restoring its best weights.
 
@@ -165,6 +227,10 @@ def fit(
         on_epoch: Called after every epoch with ``(epoch, logs)``; may raise to stop the fit
             (e.g. ``optuna.TrialPruned``), and the exception propagates.
         reduce_on_plateau: Halve the learning rate after 5 epochs without improvement.
+        carry: An earlier fit of this model to continue (its weights and optimizer state are
+            the model's already): epochs are numbered from ``carry.epochs`` up to
+            ``max_epochs``, and early stopping goes on from ``carry``'s best and wait counter.
+        keep_last: Return the state to continue from in :attr:`FitResult.carry`.
 
     Returns:
         The best value of ``monitor`` and what led to it.
@@ -176,16 +242,17 @@ def fit(
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model. Received: {model!r} of type {type(model)}")
     mode = Objective(monitor, direction).keras_mode  # type: ignore[arg-type]
-    callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.EarlyStopping(
-            monitor=monitor,
-            mode=mode,
-            patience=patience,
-            min_delta=min_delta,
-            restore_best_weights=True,
-        ),
-    ]
+    stopping = _CarriedEarlyStopping(
+        carry=carry,
+        keep_last=keep_last,
+        monitor=monitor,
+        mode=mode,
+        patience=patience,
+        min_delta=min_delta,
+        restore_best_weights=True,
+    )
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN(), stopping]
+    initial_epoch = carry.epochs if carry is not None else 0
     if reduce_on_plateau:
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=5)
@@ -202,18 +269,39 @@ def fit(
         batch_size=batch_size,
         validation_batch_size=validation_batch_size(len(data.x_valid)),
         epochs=max_epochs,
+        initial_epoch=initial_epoch,
         callbacks=callbacks,
         verbose=0,
     )
     seconds = time.perf_counter() - start
-    hist = {k: [float(v) for v in vs] for k, vs in history.history.items() if _is_number(vs[0])}
+    new = {
+        k: [float(v) for v in vs] for k, vs in history.history.items() if vs and _is_number(vs[0])
+    }
+    earlier = carry.history if carry is not None else {}
+    hist = {k: [*earlier.get(k, []), *new.get(k, [])] for k in {**earlier, **new}}
     value, best_epoch = best_of(hist, monitor=monitor, direction=direction)
+    epochs = initial_epoch + len(new.get("loss", []))
+    kept: Carry | None = None
+    if keep_last:
+        best = None if stopping.best is None else float(stopping.best)
+        kept = Carry(
+            epochs=epochs,
+            best=best,
+            best_epoch=int(stopping.best_epoch),
+            wait=int(stopping.wait),
+            history=hist,
+            best_weights=stopping.best_weights,
+            last_weights=stopping.last_weights,
+        )
     return FitResult(
         value=value,
         best_epoch=best_epoch,
-        epochs=len(hist.get("loss", [])),
+        epochs=epochs,
         seconds=seconds,
         history=hist,
         n_params=int(model.count_params()),
         stopped=hook.stopped if hook is not None else None,
+        initial_epoch=initial_epoch,
+        early_stopped=stopping.stopped_epoch > 0,
+        carry=kept,
     )

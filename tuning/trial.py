@@ -17,6 +17,11 @@ kept). Its parts, each owning its own state:
 - :class:`ModelKeeper`: the job's kept models (the best, or the top ``study.ensemble_top`` for an
   ensemble) as ``.keras`` files in a temporary folder, the model the job adopts in the end (the
   re-check's winner, an ensemble), and that model scored on the test split and logged.
+- :class:`StateKeeper`: the training state of fits that stopped short and that something may
+  promote (issue 26): their last weights, optimizer variables and early-stopping state, in the
+  same folder, so that a promoted trial continues (:meth:`TrialRunner.resume`, a KerasTuner
+  Hyperband promotion) instead of training from new weights. It counts the epochs the job
+  trained, continued and threw away (trained again from scratch).
 
 It knows nothing of Optuna or KerasTuner.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,13 +50,16 @@ from tuning.learning import LearningRule
 from tuning.model import build_model, compile_for_task
 from tuning.process import check_stop
 from tuning.tracking import ParentRun, Tracker, TrialRun
-from tuning.train import EpochHook, FitResult
+from tuning.train import Carry, EpochHook, FitResult
 
 if TYPE_CHECKING:
     from tuning.ensemble import Member
 
 __all__ = [
+    "KeepState",
     "Kept",
+    "Saved",
+    "StateKeeper",
     "ModelKeeper",
     "ParamValue",
     "Params",
@@ -105,6 +114,37 @@ class Kept:
     path: Path
 
 
+@dataclasses.dataclass(frozen=True)
+class KeepState:
+    """Which trials' training state the runner saves for a later promotion (an engine's
+    choice: only what it can promote is saved, as saving costs time and disk).
+
+    Attributes:
+        when: Whether to save the state of a fit that returned (e.g. "it was cut").
+        top: Keep only the states of the ``top`` best such trials (``None``: every one).
+    """
+
+    when: Callable[[FitResult], bool]
+    top: int | None = None
+
+
+@dataclasses.dataclass
+class Saved:
+    """One trial's training state, saved to continue it: its configuration, its run, where it
+    stopped (``carry``, weights left out: they are in ``path``), its value and whether a hook
+    cut it (its slice of the budget, the deadline)."""
+
+    number: int
+    params: Params
+    max_epochs: int
+    run_id: str
+    path: Path
+    carry: Carry
+    value: float
+    cut: bool
+    train_seconds: float
+
+
 @dataclasses.dataclass
 class TrialResult:
     """What running one configuration produced (:meth:`TrialRunner.run`).
@@ -118,11 +158,13 @@ class TrialResult:
         fit: The fit's result; ``None`` until it returned.
         path: Where a re-check's model was saved (``None`` for a search's trial: the
             :class:`ModelKeeper` decides whether that one is kept).
+        initial_epoch: Epochs it continued from (an earlier fit's; 0: trained from new weights).
     """
 
     number: int
     run_id: str
     epochs: int = 0
+    initial_epoch: int = 0
     seconds: float = 0.0
     n_params: int | None = None
     fit: FitResult | None = None
@@ -180,10 +222,19 @@ class Trainer:
         return model
 
     def train(
-        self, model: keras.Model, params: Params, *, max_epochs: int, on_epoch: EpochHook
+        self,
+        model: keras.Model,
+        params: Params,
+        *,
+        max_epochs: int,
+        on_epoch: EpochHook,
+        carry: Carry | None = None,
+        keep_last: bool = False,
     ) -> FitResult:
         """Fit with the experiment's early stopping (the params may override patience),
-        calling ``on_epoch`` after each epoch; times the fit, the hooks and the compile."""
+        calling ``on_epoch`` after each epoch; times the fit, the hooks and the compile.
+        ``carry`` and ``keep_last``: continue an earlier fit, keep the state to continue
+        (``train.fit``)."""
         exp = self.exp
         hooks: list[tuple[float, float]] = []  # (start, end) of each epoch's hook
 
@@ -209,6 +260,8 @@ class Trainer:
                 min_delta=exp.training.early_stopping.min_delta,
                 on_epoch=timed,
                 reduce_on_plateau=params.get("lr_schedule") == "reduce_on_plateau",
+                carry=carry,
+                keep_last=keep_last,
             )
         finally:
             self.timings["fit"] += time.perf_counter() - fit_start
@@ -258,6 +311,20 @@ class ModelKeeper:
         objective = self.exp.objective
         if not self.enabled:
             return
+        earlier = [k for k in self.kept if k.number == number]  # a continued trial's first model
+        if earlier:
+            self.kept = [k for k in self.kept if k.number != number]
+            for k in earlier:
+                k.path.unlink(missing_ok=True)
+            if self.best_trial == number:
+                self.best_value, self.best_trial, self.best_model_path = None, None, None
+                if self.kept:
+                    first = self.kept[0]
+                    self.best_value, self.best_trial, self.best_model_path = (
+                        first.value,
+                        first.number,
+                        first.path,
+                    )
         if len(self.kept) >= self.keep_n and not objective.better(value, self.kept[-1].value):
             return
         path = self.save(model, f"trial-{number}.keras")
@@ -335,12 +402,131 @@ class ModelKeeper:
         self.tmp.cleanup()
 
 
+class StateKeeper:
+    """Training states saved for a later promotion, and the job's count of epochs.
+
+    A state is three lists of arrays in one ``.npz`` file (the last epoch's weights, the
+    optimizer's variables, iterations included, and early stopping's best weights) beside the
+    kept models; the rest of :class:`~tuning.train.Carry` (history, best value, wait counter)
+    stays in memory. To continue, the runner builds the configuration's model as for a new
+    trial and :meth:`load` puts the weights and optimizer state back: no ``.keras``
+    deserialization (the MLP's custom layers would need their stand-ins), and a bare array file
+    saves faster than a ``.keras`` zip with its config.
+
+    Attributes (read them; only this class and the runner change them):
+        saved: Trial number -> its saved state.
+        counts: ``epochs_trained_total`` (every epoch trained, re-checks included),
+            ``epochs_continued`` (of those, epochs that continued a saved state),
+            ``epochs_thrown_away`` (epochs of a configuration's earlier run that a later run of
+            the same configuration trained again from new weights instead of continuing them;
+            a re-check's re-runs over other seeds are deliberate and not counted),
+            ``epochs_rechecks`` (the re-checks' re-runs), ``configs_evaluated`` (configurations
+            trained: a Hyperband promotion is the same configuration), ``states_saved``,
+            ``state_save_seconds``, ``state_bytes`` (the most on disk at once).
+    """
+
+    def __init__(self, exp: Experiment, folder: Path) -> None:
+        self.exp = exp
+        self.folder = folder
+        self.saved: dict[int, Saved] = {}
+        self.counts: dict[str, float] = dict.fromkeys(
+            (
+                "epochs_trained_total", "epochs_continued", "epochs_thrown_away",
+                "epochs_rechecks", "configs_evaluated", "states_saved", "state_save_seconds",
+                "state_bytes",
+            ),
+            0,
+        )  # fmt: skip
+
+    def save(
+        self,
+        model: keras.Model,
+        fit: FitResult,
+        *,
+        number: int,
+        params: Params,
+        max_epochs: int,
+        run_id: str,
+        top: int | None,
+    ) -> None:
+        """Save ``fit``'s state (it needs ``fit.carry``), keeping only the ``top`` best states."""
+        carry, objective = fit.carry, self.exp.objective
+        assert carry is not None and carry.last_weights is not None, "fit(..., keep_last=True)"
+        ranked = objective.ranked(list(self.saved.values()), lambda s: s.value)
+        if (
+            top is not None
+            and len(ranked) >= top
+            and not objective.better(fit.value, ranked[top - 1].value)
+        ):
+            return
+        started = time.perf_counter()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"state-{number}.npz"
+        arrays: dict[str, np.ndarray] = {}
+        for prefix, values in (
+            ("w", carry.last_weights),
+            ("o", [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]),
+            ("b", carry.best_weights or []),
+        ):
+            arrays.update({f"{prefix}{i}": np.asarray(v) for i, v in enumerate(values)})
+        with path.open("wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stubs: allow_pickle
+        light = dataclasses.replace(carry, best_weights=None, last_weights=None)
+        seconds = time.perf_counter() - started
+        self.saved[number] = Saved(
+            number, dict(params), max_epochs, run_id, path, light, fit.value,
+            cut=fit.stopped is not None, train_seconds=fit.seconds,
+        )  # fmt: skip
+        self.counts["states_saved"] += 1
+        self.counts["state_save_seconds"] += seconds
+        if top is not None:
+            for dropped in objective.ranked(list(self.saved.values()), lambda s: s.value)[top:]:
+                self.drop(dropped.number)
+        on_disk = sum(s.path.stat().st_size for s in self.saved.values() if s.path.exists())
+        self.counts["state_bytes"] = max(self.counts["state_bytes"], on_disk)
+
+    def load(self, model: keras.Model, saved: Saved) -> Carry:
+        """Put ``saved``'s last weights and optimizer state into ``model`` (built and compiled
+        from the same configuration); returns where its fit stopped, best weights included."""
+        with np.load(saved.path) as z:
+
+            def listed(prefix: str) -> list[np.ndarray]:
+                return [
+                    z[f"{prefix}{i}"] for i in range(sum(k.startswith(prefix) for k in z.files))
+                ]
+
+            last, optimizer, best = listed("w"), listed("o"), listed("b")
+        model.set_weights(last)
+        opt = model.optimizer
+        opt.build(model.trainable_variables)
+        if len(opt.variables) != len(optimizer):
+            raise RuntimeError(
+                f"trial {saved.number}'s saved optimizer has {len(optimizer)} variables, "
+                f"its rebuilt one {len(opt.variables)}"
+            )
+        for variable, value in zip(opt.variables, optimizer, strict=True):
+            variable.assign(value)
+        return dataclasses.replace(saved.carry, best_weights=best or None)
+
+    def drop(self, number: int) -> None:
+        """Forget trial ``number``'s state and delete its file."""
+        saved = self.saved.pop(number, None)
+        if saved is not None:
+            saved.path.unlink(missing_ok=True)
+
+    def cleanup(self) -> None:
+        """Delete every saved state."""
+        self.saved.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class TrialRunner:
     """Runs one configuration, the same way for every engine and the re-check.
 
     Attributes (read them; only this class changes them):
         trainer: Builds and trains (Keras); its ``timings`` are the job's.
         models: The job's kept models.
+        states: Training states saved for a promotion, and the job's epoch counts.
         trials_run: Trials this job ran (re-checks not counted).
         histories: Trial number -> its per-epoch metrics (this job's trials).
         learning: The job's rule for trials that do not learn (``None``: switched off).
@@ -354,6 +540,7 @@ class TrialRunner:
         self.parent = parent
         self.trainer = Trainer(exp, data=data)
         self.models = ModelKeeper(exp, data=data)
+        self.states = StateKeeper(exp, Path(self.models.tmp.name) / "states")
         self.trials_run = 0
         self.histories: dict[int, dict[str, list[float]]] = {}
         self.learning = LearningRule.for_job(exp, data)
@@ -372,6 +559,8 @@ class TrialRunner:
         recheck: tuple[int, str] | None = None,
         on_open: Callable[[TrialRun], None] | None = None,
         on_end: Callable[[TrialResult], None] | None = None,
+        keep_state: KeepState | None = None,
+        promoted_from: tuple[int, int] | None = None,
     ) -> TrialResult:
         """Build, train, record and keep one configuration.
 
@@ -396,6 +585,12 @@ class TrialRunner:
             on_open: Called with the open run before the build (the engine's records).
             on_end: Called with the result at the end, also when the trial failed, was pruned
                 or was interrupted (then ``fit`` is ``None``).
+            keep_state: Save the fit's training state where it says so, for a later promotion.
+            promoted_from: ``(trial, epochs)``: this trial continues that earlier trial of the
+                same configuration, which trained ``epochs`` (a KerasTuner Hyperband
+                promotion). With its state saved (and ``study.continue_trials``), the fit goes
+                on from it and this run logs the earlier epochs first (tag ``continued_from``);
+                else it trains from new weights and the earlier epochs count as thrown away.
 
         Returns:
             The trial's result.
@@ -406,8 +601,16 @@ class TrialRunner:
             optuna.TrialPruned, KeyboardInterrupt: from a hook or the stop check.
         """
         max_epochs = max_epochs or self.exp.training.max_epochs
+        counts = self.states.counts
+        saved: Saved | None = None
         if recheck is None:
             self.trials_run += 1
+            if promoted_from is None:
+                counts["configs_evaluated"] += 1
+            else:
+                saved = self.states.saved.get(promoted_from[0])
+                if saved is None:
+                    counts["epochs_thrown_away"] += promoted_from[1]
         logged = self.trainer.logged_params(params, max_epochs=max_epochs)
         with self.tracker.trial_run(
             self.parent, number=number, params=logged, recheck=recheck
@@ -415,14 +618,24 @@ class TrialRunner:
             result = TrialResult(number, run.run_id)
             if seed is not None:
                 run.set_tags({"seed": seed})
+            if saved is not None:
+                run.set_tags({"continued_from": saved.number})
+                run.log_history(saved.carry.history)
+                result.initial_epoch = saved.carry.epochs
             if on_open is not None:
                 on_open(run)
             started = time.perf_counter()
             try:
-                self._train(run, result, params, max_epochs, hooks, seed=seed, recheck=recheck)
+                self._train(
+                    run, result, params, max_epochs, hooks,
+                    seed=seed, recheck=recheck, keep_state=keep_state, saved=saved,
+                )  # fmt: skip
                 return result
             finally:
                 result.epochs, result.seconds = run.epochs, time.perf_counter() - started
+                self._count(result, recheck=recheck is not None)
+                if saved is not None:
+                    self.states.drop(saved.number)  # Hyperband promotes a trial once
                 run.log_metrics(
                     {
                         "epochs_trained": result.epochs,
@@ -432,6 +645,63 @@ class TrialRunner:
                 )
                 if on_end is not None:
                     on_end(result)
+
+    def can_resume(self, number: int) -> bool:
+        """Whether trial ``number`` was cut (its slice of the budget, the deadline) and its
+        state saved with epochs left to train: what :meth:`resume` continues."""
+        saved = self.states.saved.get(number)
+        return saved is not None and saved.cut and saved.carry.epochs < saved.max_epochs
+
+    def resume(self, number: int, *, hooks: Sequence[EpochHook] = ()) -> TrialResult:
+        """Continue trial ``number`` from its saved state (:meth:`can_resume`), in its own
+        MLflow run: epochs logged on from where it stopped, ``epochs_trained``, ``objective``,
+        ``best_epoch`` and ``train_seconds`` updated over the whole curve, tags ``continued``
+        (the epochs added) and ``cut`` (why it stopped again, or ``no``). The continued model
+        replaces the trial's kept one; the state is dropped (nothing promotes a trial twice).
+
+        Returns:
+            The result over the whole curve (``initial_epoch``: where it continued from).
+
+        Raises:
+            TrialFailed: the continuation diverged (the run stays complete, with the tag
+                ``continue_failed``; the trial's kept model is unchanged).
+            KeyboardInterrupt: from the stop check (the run ends KILLED).
+        """
+        saved = self.states.saved[number]
+        epochs = saved.carry.epochs
+        result = TrialResult(number, saved.run_id, initial_epoch=epochs)
+        started = time.perf_counter()
+        try:
+            with self.tracker.reopen_trial_run(saved.run_id, epochs=epochs) as run:
+                try:
+                    self._train(
+                        run, result, saved.params, saved.max_epochs, hooks,
+                        seed=None, recheck=None, keep_state=None, saved=saved,
+                    )  # fmt: skip
+                    added = result.fit.epochs - epochs if result.fit is not None else 0
+                    run.set_tags({"continued": f"{added} epochs from epoch {epochs + 1}"})
+                    if result.fit is not None and not result.fit.stopped:
+                        run.set_tags({"cut": "no"})
+                finally:
+                    result.epochs = run.epochs
+                    result.seconds = saved.train_seconds + time.perf_counter() - started
+                    self._count(result, recheck=False)
+                    run.log_metrics(
+                        {"epochs_trained": result.epochs, "train_seconds": result.seconds}
+                    )
+        finally:
+            self.states.drop(number)
+        return result
+
+    def _count(self, result: TrialResult, *, recheck: bool) -> None:
+        """Add a run's newly trained epochs to the job's counts."""
+        counts = self.states.counts
+        new = max(result.epochs - result.initial_epoch, 0)
+        counts["epochs_trained_total"] += new
+        if recheck:
+            counts["epochs_rechecks"] += new
+        if result.initial_epoch:
+            counts["epochs_continued"] += new
 
     def _train(
         self,
@@ -443,8 +713,11 @@ class TrialRunner:
         *,
         seed: int | None,
         recheck: tuple[int, str] | None,
+        keep_state: KeepState | None,
+        saved: Saved | None,
     ) -> None:
-        """The body of :meth:`run` inside its MLflow run: build, fit, log, keep."""
+        """The body of :meth:`run` inside its MLflow run: build (or continue ``saved``), fit,
+        log, keep, save the state where ``keep_state`` says so."""
         number, trainer, rule = result.number, self.trainer, self.learning
         seen: dict[str, list[float]] = {}  # the epochs so far, for the learning rule
 
@@ -466,7 +739,11 @@ class TrialRunner:
 
         model = trainer.build(params, number=number, max_epochs=max_epochs, seed=seed)
         result.n_params = int(model.count_params())
-        fit = trainer.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
+        carry = self.states.load(model, saved) if saved is not None else None
+        fit = trainer.train(
+            model, params, max_epochs=max_epochs, on_epoch=on_epoch,
+            carry=carry, keep_last=keep_state is not None,
+        )  # fmt: skip
         result.fit = fit
         if fit.stopped:  # complete with the value it reached, tagged as cut
             run.set_tags({"cut": fit.stopped})
@@ -474,11 +751,17 @@ class TrialRunner:
         if recheck is None:
             self.histories[number] = fit.history
             self.models.offer(model, fit.value, number)
+            if keep_state is not None and keep_state.when(fit):
+                self.states.save(
+                    model, fit, number=number, params=params, max_epochs=max_epochs,
+                    run_id=run.run_id, top=keep_state.top,
+                )  # fmt: skip
         else:
             result.path = self.models.save(model, f"recheck-{number}-{recheck[0]}.keras")
 
     def cleanup(self) -> None:
-        """Delete the kept models' folder."""
+        """Delete the kept models' folder and the saved states."""
+        self.states.cleanup()
         self.models.cleanup()
 
 

@@ -6,6 +6,7 @@ What every engine must do (MLflow names, resume, budget, errors) is in test_cont
 from __future__ import annotations
 
 import keras_tuner as kt
+import pytest
 
 from tuning.config.space import SearchSpace
 
@@ -113,3 +114,50 @@ def test_to_keras_tuner_fixed_width_per_layer() -> None:
         "n_neurons_2": 64,
         "n_neurons_3": 64,
     }
+
+
+@pytest.mark.parametrize("continue_trials", [True, False])
+def test_hyperband_promotions_continue_the_trial_they_promote(
+    make_experiment, workdir, continue_trials: bool
+) -> None:
+    """Issue 26: a Hyperband trial below the top rung keeps its state, and the trial that
+    promotes it (``tuner/trial_id``) continues it in its own run, which logs the earlier
+    epochs first: one curve, no epoch trained twice. Without ``study.continue_trials`` the
+    promoted trial trains from new weights and the earlier epochs count as thrown away."""
+    from conftest import mlflow_client, mlflow_runs
+
+    from tuning.config import load_experiment
+    from tuning.job import run_job
+
+    path = make_experiment(
+        "hb", study__engine="keras_tuner", study__tuner="hyperband", study__n_trials=6,
+        study__continue_trials=continue_trials, training__max_epochs=4,
+        training__early_stopping={"patience": 10},
+    )  # fmt: skip
+    result = run_job(load_experiment(path), say=lambda _: None)
+    client = mlflow_client(workdir)
+    parent = client.get_run(result.parent_run_id).data.metrics
+    runs = mlflow_runs(workdir, "hb", role="trial")
+    promoted = [r for r in runs if int(r.data.params["max_epochs"]) == 4]
+    lower = [r for r in runs if int(r.data.params["max_epochs"]) < 4]
+    assert promoted and lower  # the test needs both rungs
+    continued = [r for r in runs if "continued_from" in r.data.tags]
+    trained = parent["epochs_trained_total"]
+    if continue_trials:
+        assert continued and parent["epochs_thrown_away"] == 0
+        for r in continued:
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy")]
+            assert sorted(steps) == list(range(int(r.data.metrics["epochs_trained"])))
+        assert parent["epochs_continued"] > 0
+        assert parent["configs_evaluated"] == len(runs) - len(continued)
+        # A continued run's epochs_trained counts its earlier trial's epochs too: those were
+        # trained once, by that trial.
+        firsts = {int(r.data.tags["trial_number"]): r for r in runs}
+        earlier = [firsts[int(r.data.tags["continued_from"])] for r in continued]
+        assert trained == sum(r.data.metrics["epochs_trained"] for r in runs) - sum(
+            r.data.metrics["epochs_trained"] for r in earlier
+        )
+    else:
+        assert not continued and parent["epochs_continued"] == 0
+        assert parent["epochs_thrown_away"] > 0
+        assert trained == sum(r.data.metrics["epochs_trained"] for r in runs)

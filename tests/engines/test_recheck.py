@@ -85,3 +85,62 @@ def test_time_left_after_a_round_buys_more_rounds(make_experiment, workdir: Path
     for row in table:
         assert len(row["values"]) == RECHECK_ROUNDS
         assert row["mean"] == pytest.approx((row["first"] + sum(row["values"])) / 4)
+
+
+def test_a_cut_top_trial_trains_further_in_its_own_run(
+    make_experiment, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 26: a top trial cut by its slice of the budget keeps its weights and optimizer
+    state until the re-check, which continues it in its own run (one curve: steps on from
+    where it stopped) before the re-runs over other seeds; the states are deleted at the end."""
+    import mlflow
+
+    from tuning.config import load_experiment
+    from tuning.job import run_job
+    from tuning.trial import StateKeeper
+
+    saved_paths: list[Path] = []
+    save = StateKeeper.save
+
+    def recording(self: StateKeeper, *args: object, **kwargs: object) -> None:
+        save(self, *args, **kwargs)  # type: ignore[arg-type]
+        saved_paths.extend(s.path for s in self.saved.values())
+        assert all(s.path.exists() for s in self.saved.values())
+
+    monkeypatch.setattr(StateKeeper, "save", recording)
+    path = make_experiment(
+        "further", study__n_trials=50, study__timeout=60, study__min_configs=3,
+        study__recheck_top=2, training__max_epochs=5000,
+        training__early_stopping={"patience": 5000},
+    )  # fmt: skip
+    exp = load_experiment(path)
+    lines: list[str] = []
+    result = run_job(exp, say=lines.append)
+    assert saved_paths and not any(p.exists() for p in saved_paths)  # cleaned at the job's end
+    study = optuna.load_study(study_name="further", storage="sqlite:///optuna.db")
+    further = [line for line in lines if "trained" in line and "further from epoch" in line]
+    assert len(further) == 2, lines  # both top trials were cut: both trained further
+    client = mlflow.MlflowClient(result.tracking_uri)
+    parent = client.get_run(result.parent_run_id).data.metrics
+    table = {row["number"]: row for row in _recheck_table(workdir, result.parent_run_id)}
+    continued = 0
+    for number, row in table.items():
+        trial = study.trials[number]
+        first_epochs = trial.user_attrs["epochs_trained"]
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED" and run.data.tags["state"] == "complete"
+        assert run.data.tags["continued"].endswith(f"from epoch {first_epochs + 1}")
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        epochs = int(run.data.metrics["epochs_trained"])
+        assert sorted(steps) == list(range(epochs)) and epochs == first_epochs + row["continued"]
+        values = [m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert run.data.metrics["objective"] == pytest.approx(max(values))  # the whole curve
+        assert row["first"] == pytest.approx(max(values)) and row["first"] >= trial.value
+        assert study.user_attrs[f"trial_{number}_resumed_value"] == pytest.approx(row["first"])
+        continued += row["continued"]
+    assert parent["epochs_continued"] == continued > 0
+    assert parent["epochs_thrown_away"] == 0
+    assert parent["configs_evaluated"] == len(study.trials) == result.trials_run
+    trained = sum(t.user_attrs["epochs_trained"] for t in study.trials) + continued
+    assert parent["epochs_trained_total"] == trained + parent["epochs_rechecks"]
+    assert parent["states_saved"] >= 2 and parent["state_bytes"] > 0

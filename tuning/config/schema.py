@@ -207,6 +207,13 @@ class StudyConfig(_Model):
         "other initial weights and rank them by the mean of both runs (0: off); with a time "
         "budget, the search leaves the last 30 % of it to this",
     )
+    continue_trials: bool = Field(
+        default=True,
+        description="a trial stopped short by its share of the time budget keeps its weights "
+        "and optimizer state until the job ends, and the re-check (or KerasTuner's Hyperband, "
+        "which promotes trials) continues it from there instead of training it again from new "
+        "weights (false: every run starts from new weights)",
+    )
     ensemble_top: int = Field(
         default=0,
         ge=0,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from tuning.config import Experiment
     from tuning.data import Dataset
     from tuning.tracking import ParentRun, Tracker
-    from tuning.trial import TrialRunner
+    from tuning.trial import TrialResult, TrialRunner
 
 __all__ = ["STOP", "Engine", "JobContext", "Outcome", "Ranked", "Say", "check_stop"]
 
@@ -152,6 +152,11 @@ class Engine(abc.ABC):
         """The ``k`` best complete trials so far, best first (optional hook; the job's
         ``study.recheck_top`` re-trains them; an engine returning none is not re-checked)."""
         return []
+
+    def continued(self, number: int, result: TrialResult) -> None:  # noqa: B027 (optional)
+        """Trial ``number`` was continued from its saved state (the re-check's "train
+        further") and reached ``result.value``: record it where the engine keeps trials
+        (optional hook; the trial's MLflow run and the job's kept model already have it)."""
 
     def reports(self, out_dir: Path) -> list[Path]:
         """Files for the parent run (tables, plots), written into ``out_dir`` (optional hook)."""

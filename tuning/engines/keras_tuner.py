@@ -7,9 +7,13 @@ current folder (next to the default Optuna storage file), resumed on the next ru
 :class:`~tuning.trial.TrialRunner`, so its runs carry the same parameter, metric and tag names as
 the Optuna engine's. It does not touch the Optuna study
 (``study.storage`` is validated but unused) and does not prune: the pruner settings are ignored.
-Hyperband's ``tuner/epochs`` is the trial's ``max_epochs`` and every trial trains from scratch
-(no warm start from ``tuner/trial_id``'s checkpoint): a simplification that costs time, not
-correctness. A trial that is not learning (:class:`~tuning.errors.NotLearning`) ends COMPLETED
+Hyperband's ``tuner/epochs`` is the trial's ``max_epochs``. A Hyperband trial below the top
+rung keeps its training state (``study.continue_trials``, issue 26), and the trial that promotes
+it (``tuner/trial_id``, ``tuner/initial_epoch``) continues from there in its own run, which logs
+the earlier epochs first (tag ``continued_from``), instead of training from new weights
+(KerasTuner's own warm start loads the earlier trial's checkpoint the same way). The search does
+not stop at the time budget mid-trial, so no trial is cut for the re-check to continue.
+A trial that is not learning (:class:`~tuning.errors.NotLearning`) ends COMPLETED
 with the value it reached and the extra metric ``not_learning`` = 1 in its trial: KerasTuner's
 Bayesian oracle skips FAILED trials (it would sample the region again) but learns from a low
 score; the engine counts it as ``not_learning`` and never ranks it (no re-check, not the best).
@@ -27,7 +31,7 @@ from tuning.engines.base import Engine, JobContext, Outcome, Ranked
 from tuning.errors import NotLearning, TrialFailed
 from tuning.summary import trial_line
 from tuning.tracking import TrialRun
-from tuning.trial import TrialResult
+from tuning.trial import KeepState, TrialResult
 
 __all__ = ["KT_DIRECTORY", "NOT_LEARNING_METRIC", "KerasTunerEngine"]
 
@@ -107,9 +111,14 @@ class KerasTunerEngine(Engine):
         ctx, exp = self.ctx, self.ctx.exp
         number = int(trial.trial_id)
         params = exp.space.to_keras_tuner(trial.hyperparameters)
-        max_epochs = int(
-            trial.hyperparameters.values.get("tuner/epochs") or exp.training.max_epochs
-        )
+        values = trial.hyperparameters.values
+        max_epochs = int(values.get("tuner/epochs") or exp.training.max_epochs)
+        earlier = values.get("tuner/trial_id")
+        promoted = (int(earlier), int(values.get("tuner/initial_epoch") or 0)) if earlier else None
+        keep = None
+        if exp.study.continue_trials and exp.study.tuner == "hyperband":
+            if max_epochs < exp.training.max_epochs:  # a lower rung: it may be promoted
+                keep = KeepState(when=lambda fit: True)
         self.numbers.add(number)
         started = time.perf_counter()
         ended: list[TrialResult] = []  # the runner's result, also of a failed trial
@@ -121,8 +130,9 @@ class KerasTunerEngine(Engine):
         value: float | None = None
         try:
             result = ctx.runner.run(
-                params, number=number, max_epochs=max_epochs, on_open=opened, on_end=ended.append
-            )
+                params, number=number, max_epochs=max_epochs, on_open=opened,
+                on_end=ended.append, keep_state=keep, promoted_from=promoted,
+            )  # fmt: skip
             assert result.value is not None  # the fit returned
             state, value = "complete", result.value
             return {exp.objective.metric: result.value}

@@ -30,7 +30,7 @@ from tuning.errors import ConfigError, NotLearning, StopTraining, TrialFailed
 from tuning.summary import trial_line
 from tuning.tracking import TrialRun
 from tuning.train import EpochHook
-from tuning.trial import TrialResult, is_finite
+from tuning.trial import KeepState, TrialResult, is_finite
 
 __all__ = ["OptunaEngine", "make_pruner", "make_sampler", "open_study"]
 
@@ -190,6 +190,7 @@ class OptunaEngine(Engine):
                 hooks=[self._epoch_reporter(trial)],
                 on_open=opened,
                 on_end=ended,
+                keep_state=self._keep_state(),
             )
         except NotLearning as e:  # PRUNED, told apart by its attribute (see the module's doc)
             trial.set_user_attr(records.NOT_LEARNING, str(e))
@@ -202,6 +203,26 @@ class OptunaEngine(Engine):
             raise
         assert result.value is not None  # the fit returned
         return float(result.value)
+
+    def _keep_state(self) -> KeepState | None:
+        """What the runner saves to continue later: a trial cut by its slice of the budget or
+        the deadline, when the re-check can continue it (``study.recheck_top`` of 2 or more,
+        ``study.continue_trials``), only while it is among the ``recheck_top`` best cut ones.
+        A pruned trial keeps nothing: Optuna's pruners never promote a pruned trial (Optuna's
+        ``HyperbandPruner`` only stops trials at rungs; no trial resumes)."""
+        study = self.ctx.exp.study
+        if not study.continue_trials or study.recheck_top < 2:
+            return None
+        return KeepState(when=lambda fit: fit.stopped is not None, top=study.recheck_top)
+
+    def continued(self, number: int, result: TrialResult) -> None:
+        """Record a continued trial's new value on the study (a finished trial's value cannot
+        change in Optuna): the study's user attribute ``trial_<n>_resumed_value``, and
+        ``trial_<n>_resumed_epochs``."""
+        if self.study is None or result.value is None:
+            return
+        self.study.set_user_attr(f"trial_{number}_resumed_value", float(result.value))
+        self.study.set_user_attr(f"trial_{number}_resumed_epochs", result.epochs)
 
     def _epoch_reporter(self, trial: optuna.Trial) -> EpochHook:
         """The epoch-end hook: report to Optuna, prune, stop at the deadline or the slice's end

@@ -237,6 +237,7 @@ class Meter:
         self.bucket: dict[str, float] = defaultdict(float)
         self.trials: list[dict[str, Any]] = []  # one per "trial ..." line, in order
         self.last: float | None = None
+        self.last_cpu = 0.0  # this process's CPU seconds at the last trial line
         self.lines: list[str] = []
         self.checkpoint: Callable[[], None] | None = None  # called every 500 trials
         self.extra: dict[str, float] = {}  # seconds of single calls (the job's reports)
@@ -271,17 +272,18 @@ class Meter:
 
     def say(self, line: str) -> None:
         """The job's ``say``: one ``trial`` line per finished trial closes that trial's bucket."""
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if line.startswith("trial "):
             fields = line.split()
             entry: dict[str, Any] = {"number": int(fields[1]), "state": fields[2]}
             epochs = [f for f in fields if f.startswith("epochs=")]
             entry["epochs"] = int(epochs[0].removeprefix("epochs=")) if epochs else None
             entry["seconds"] = None if self.last is None else now - self.last
+            entry["cpu"] = None if self.last is None else cpu - self.last_cpu
             entry["parts"] = dict(self.bucket)
             self.trials.append(entry)
             self.bucket.clear()
-            self.last = now
+            self.last, self.last_cpu = now, cpu
             n = len(self.trials)
             if n % 100 == 0:
                 print(f"  {n} trials, last {1000 * (entry['seconds'] or 0):.0f} ms", flush=True)
@@ -290,7 +292,7 @@ class Meter:
         else:
             self.lines.append(line)
             if line.startswith("study "):  # said once, just before the trial loop starts
-                self.last = now
+                self.last, self.last_cpu = now, cpu
 
 
 def instrument(stack: ExitStack, meter: Meter, sampler: str) -> None:
@@ -399,6 +401,7 @@ def summarize(meter: Meter, n: int) -> list[dict[str, Any]]:
                 "epochs_mean": statistics.fmean(t["epochs"] or 0 for t in picked),
                 "median_s": statistics.median(secs),
                 "mean_s": statistics.fmean(secs),
+                "cpu_median_s": statistics.median(t["cpu"] for t in picked),
                 "parts_mean_s": parts,
                 "top_calls_mean_s": top,
                 "states": dict(sorted(_count(t["state"] for t in picked).items())),
@@ -416,7 +419,11 @@ def _count(items: Any) -> dict[str, int]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The windows as a markdown table, in milliseconds."""
-    head = "| trial | window | epochs | median ms | mean ms | " + " | ".join(PARTS) + " | other |"
+    head = (
+        "| trial | window | epochs | median ms | mean ms | CPU ms (median) | "
+        + " | ".join(PARTS)
+        + " | other |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         p = r["parts_mean_s"]
@@ -426,6 +433,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['epochs_mean']:.1f}",
             f"{1000 * r['median_s']:.1f}",
             f"{1000 * r['mean_s']:.1f}",
+            f"{1000 * r['cpu_median_s']:.1f}",
             *(f"{1000 * p[k]:.1f}" for k in (*PARTS, "other")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -621,6 +629,10 @@ def run(args: argparse.Namespace, workdir: Path, out: Path, *, storage: str, tra
             rows[-1]["median_s"] / rows[0]["median_s"] if rows else None
         )
         report["per_trial_s"] = [t["seconds"] for t in meter.trials]
+        report["per_trial_cpu_s"] = [t["cpu"] for t in meter.trials]
+        report["ratio_cpu_last_to_first"] = (
+            rows[-1]["cpu_median_s"] / rows[0]["cpu_median_s"] if rows else None
+        )
         report["per_trial_epochs"] = [t["epochs"] for t in meter.trials]
         report["per_trial_parts_s"] = {
             p: [round(t["parts"].get(p, 0.0), 6) for t in meter.trials] for p in PARTS
@@ -656,7 +668,8 @@ def run(args: argparse.Namespace, workdir: Path, out: Path, *, storage: str, tra
         verdict = "flat" if ratio <= 1.5 else "GROWS"
         print(
             f"ratio trial {rows[-1]['trial']} / trial {rows[0]['trial']} (median): "
-            f"{ratio:.2f} ({verdict}; goal <= 1.5)"
+            f"{ratio:.2f} ({verdict}; goal <= 1.5); CPU time of this process (median): "
+            f"{report['ratio_cpu_last_to_first']:.2f}"
         )
     tm = result.timings
     print(

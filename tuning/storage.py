@@ -382,6 +382,7 @@ def load_study(
             source="STUDY",
             fix=f"use one of {', '.join(names) or '(none yet: run `tuning run` first)'}",
         )
+    assert storage is not None  # it holds the study
     return optuna.load_study(study_name=name, storage=storage)
 
 

@@ -44,7 +44,9 @@ import json
 import math
 import os
 import random
+import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -56,6 +58,8 @@ from typing import Any
 from unittest import mock
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # servers.py
 
 SPACE: dict[str, Any] = {
     "n_hidden": {"type": "int", "low": 1, "high": 3},
@@ -71,12 +75,25 @@ N_FEATURES, N_CLASSES = 64, 10  # digits
 
 
 STARTUP = 10  # random start-up trials of the TPE sampler
+STOP_SEARCH = threading.Event()  # set by SIGUSR1: stop after the trial in flight
 
 
 def write_experiment(
-    workdir: Path, *, trials: int, epochs: int, sampler: str, pruner: str
+    workdir: Path,
+    *,
+    trials: int,
+    epochs: int,
+    sampler: str,
+    pruner: str,
+    storage: str | None = None,
+    tracking: str | None = None,
+    history: int | None = 1000,
 ) -> Path:
-    """Write the experiment and its search space into ``workdir``; return the experiment path."""
+    """Write the experiment and its search space into ``workdir``; return the experiment path.
+
+    ``storage`` and ``tracking`` default to SQLite files in ``workdir``; ``history`` is TPE's
+    ``study.sampler.history`` (None: every trial, Optuna's own TPE).
+    """
     db = workdir.resolve()
     exp: dict[str, Any] = {
         "name": "growth",
@@ -85,8 +102,12 @@ def write_experiment(
         "search_space": "space.yaml",
         "objective": {"metric": "val_accuracy", "direction": "maximize"},
         "study": {
-            "storage": f"sqlite:///{db / 'optuna.db'}",
-            "sampler": {"type": sampler, "n_startup_trials": STARTUP, "seed": 0},
+            "storage": storage or f"sqlite:///{db / 'optuna.db'}",
+            "sampler": (
+                {"type": sampler, "n_startup_trials": STARTUP, "seed": 0, "history": history}
+                if sampler == "tpe"
+                else {"type": sampler, "seed": 0}
+            ),
             "pruner": (
                 {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 2}
                 if pruner == "median"
@@ -101,7 +122,7 @@ def write_experiment(
             "batch_size": 64,
             "early_stopping": {"patience": 3},
         },
-        "tracking": {"uri": f"sqlite:///{db / 'mlflow.db'}", "log_models": "none"},
+        "tracking": {"uri": tracking or f"sqlite:///{db / 'mlflow.db'}", "log_models": "none"},
     }
     (workdir / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
     path = workdir / "growth.yaml"
@@ -216,7 +237,10 @@ class Meter:
         self.bucket: dict[str, float] = defaultdict(float)
         self.trials: list[dict[str, Any]] = []  # one per "trial ..." line, in order
         self.last: float | None = None
+        self.last_cpu = 0.0  # this process's CPU seconds at the last trial line
         self.lines: list[str] = []
+        self.checkpoint: Callable[[], None] | None = None  # called every 500 trials
+        self.extra: dict[str, float] = {}  # seconds of single calls (the job's reports)
 
     def wrap(self, stack: ExitStack, owner: type, name: str, part: str) -> None:
         """Patch ``owner.name`` with a timed wrapper for the life of ``stack``."""
@@ -248,24 +272,27 @@ class Meter:
 
     def say(self, line: str) -> None:
         """The job's ``say``: one ``trial`` line per finished trial closes that trial's bucket."""
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if line.startswith("trial "):
             fields = line.split()
             entry: dict[str, Any] = {"number": int(fields[1]), "state": fields[2]}
             epochs = [f for f in fields if f.startswith("epochs=")]
             entry["epochs"] = int(epochs[0].removeprefix("epochs=")) if epochs else None
             entry["seconds"] = None if self.last is None else now - self.last
+            entry["cpu"] = None if self.last is None else cpu - self.last_cpu
             entry["parts"] = dict(self.bucket)
             self.trials.append(entry)
             self.bucket.clear()
-            self.last = now
+            self.last, self.last_cpu = now, cpu
             n = len(self.trials)
             if n % 100 == 0:
                 print(f"  {n} trials, last {1000 * (entry['seconds'] or 0):.0f} ms", flush=True)
+            if n % 500 == 0 and self.checkpoint is not None:
+                self.checkpoint()
         else:
             self.lines.append(line)
             if line.startswith("study "):  # said once, just before the trial loop starts
-                self.last = now
+                self.last, self.last_cpu = now, cpu
 
 
 def instrument(stack: ExitStack, meter: Meter, sampler: str) -> None:
@@ -293,6 +320,37 @@ def instrument(stack: ExitStack, meter: Meter, sampler: str) -> None:
     meter.wrap_public(stack, optuna.storages.RDBStorage, "storage")
     for name in ("create_run", "log_batch", "set_terminated", "set_tag", "get_run"):
         meter.wrap(stack, MlflowClient, name, "mlflow")
+
+    import tuning.job
+    import tuning.report
+    from tuning.engines.optuna import OptunaEngine
+
+    def timed_once(owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                meter.extra[name] = time.perf_counter() - start
+
+        stack.enter_context(mock.patch.object(owner, name, timed))
+
+    # The parent run's reports: the files (trials table, plots), and with their upload.
+    timed_once(tuning.report, "write_job_reports")
+    timed_once(tuning.job, "_log_reports")
+
+    # SIGUSR1 ends the search after the trial in flight; the job then finishes as usual.
+    original_after = OptunaEngine.after_trial
+
+    def after_trial(self: Any, study: Any, trial: Any) -> None:
+        original_after(self, study, trial)
+        if STOP_SEARCH.is_set():
+            study.stop()
+
+    stack.enter_context(mock.patch.object(OptunaEngine, "after_trial", after_trial))
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -343,6 +401,7 @@ def summarize(meter: Meter, n: int) -> list[dict[str, Any]]:
                 "epochs_mean": statistics.fmean(t["epochs"] or 0 for t in picked),
                 "median_s": statistics.median(secs),
                 "mean_s": statistics.fmean(secs),
+                "cpu_median_s": statistics.median(t["cpu"] for t in picked),
                 "parts_mean_s": parts,
                 "top_calls_mean_s": top,
                 "states": dict(sorted(_count(t["state"] for t in picked).items())),
@@ -360,7 +419,11 @@ def _count(items: Any) -> dict[str, int]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The windows as a markdown table, in milliseconds."""
-    head = "| trial | window | epochs | median ms | mean ms | " + " | ".join(PARTS) + " | other |"
+    head = (
+        "| trial | window | epochs | median ms | mean ms | CPU ms (median) | "
+        + " | ".join(PARTS)
+        + " | other |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         p = r["parts_mean_s"]
@@ -370,10 +433,102 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['epochs_mean']:.1f}",
             f"{1000 * r['median_s']:.1f}",
             f"{1000 * r['mean_s']:.1f}",
+            f"{1000 * r['cpu_median_s']:.1f}",
             *(f"{1000 * p[k]:.1f}" for k in (*PARTS, "other")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# --- after the job: the commands, the UI --------------------------------------------------------
+
+
+def time_commands(
+    storage: str, *, cwd: Path, tracking: str, reps: int = 2
+) -> dict[str, dict[str, Any]]:
+    """Wall seconds of ``tuning status``, ``show growth`` and ``best growth`` as a user runs
+    them (a fresh process each), and of ``tuning --help`` (the interpreter and the imports)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    commands = {
+        "help": ["--help"],
+        "status": ["status", "--storage", storage, "--tracking-uri", tracking],
+        "show": ["show", "growth", "--storage", storage],
+        "best": ["best", "growth", "--storage", storage],
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, args in commands.items():
+        seconds = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-m", "tuning", *args],
+                cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
+            )  # fmt: skip
+            seconds.append(time.perf_counter() - start)
+        lines = proc.stdout.splitlines()
+        out[name] = {
+            "seconds": seconds,
+            "best_s": min(seconds),
+            "rc": proc.returncode,
+            "first_line": lines[0] if lines and name != "help" else "",
+            "stderr_tail": proc.stderr[-500:] if proc.returncode else "",
+        }
+        print(f"  tuning {name}: {', '.join(f'{x:.2f}' for x in seconds)} s", flush=True)
+    return out
+
+
+def time_ui(server: str, *, folder: Path, reps: int = 2) -> dict[str, Any]:
+    """Seconds until the MLflow UI's runs page of the experiment shows the job's parent run,
+    in headless Chromium driven by Selenium (as tests/test_ui.py does), first and again."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_bin = shutil.which("chromedriver")
+    if not (chromium and driver_bin):
+        return {"skipped": "chromium or chromedriver is not installed"}
+    try:
+        from selenium import webdriver
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+    except ImportError:
+        return {"skipped": "selenium is not installed"}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(server)
+    exp_id = client.get_experiment_by_name("growth").experiment_id
+    parents = client.search_runs([exp_id], "tags.`tuning.role` = 'job'", max_results=5)
+    names = {r.info.run_name for r in parents}
+    link = f"{server}/#/experiments/{exp_id}?workflowType=machine_learning"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--window-size=1600,1000",
+        f"--user-data-dir={folder / 'chromium-profile'}",
+    ):  # fmt: skip
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    cell = '[col-id="attributes.`Run Name`"] a[href*="/runs/"]'
+    loads: list[float] = []
+    shown = 0
+    try:
+        wait = WebDriverWait(
+            driver, 300, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+        )
+        for _ in range(reps):
+            driver.get("about:blank")
+            start = time.perf_counter()
+            driver.get(link)
+            wait.until(lambda d: names & {a.text for a in d.find_elements(By.CSS_SELECTOR, cell)})
+            loads.append(time.perf_counter() - start)
+            shown = len(driver.find_elements(By.CSS_SELECTOR, cell))
+            print(f"  MLflow UI runs page: {loads[-1]:.2f} s", flush=True)
+        driver.save_screenshot(str(folder / "ui-runs-page.png"))
+    finally:
+        driver.quit()
+    return {"seconds": loads, "rows_shown": shown, "parent_runs": sorted(names)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,6 +539,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
     ap.add_argument("--pruner", choices=("median", "none"), default="median")
+    ap.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="sqlite: SQLite files for Optuna and MLflow; postgres: a throwaway PostgreSQL for "
+        "Optuna and a local mlflow server on PostgreSQL",
+    )
+    ap.add_argument(
+        "--history",
+        type=int,
+        default=1000,
+        help="study.sampler.history (0: every trial, Optuna's own TPE)",
+    )
+    ap.add_argument(
+        "--after",
+        action="store_true",
+        help="after the job: time tuning status/show/best and the MLflow UI's runs page",
+    )
     args = ap.parse_args(argv)
 
     workdir: Path = args.workdir.resolve()
@@ -396,55 +569,107 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.pop(var, None)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TUNING_OFFLINE", "1")
-    path = write_experiment(
-        workdir, trials=args.trials, epochs=args.epochs, sampler=args.sampler, pruner=args.pruner
-    )
+    signal.signal(signal.SIGUSR1, lambda *_: STOP_SEARCH.set())
     os.chdir(workdir)  # MLflow's default artifact root is ./mlruns
 
-    from tuning.config import load_experiment
+    with ExitStack() as servers_stack:
+        if args.store == "postgres":
+            import servers
+
+            pg = servers.Postgres(prefix="tuning-pg-growth-")
+            servers_stack.callback(pg.stop)
+            storage = pg.url(pg.new_database("optuna"))
+            tracking = servers_stack.enter_context(
+                servers.mlflow_server(workdir, backend_store_uri=pg.url(pg.new_database("mlflow")))
+            )
+            print(f"PostgreSQL on port {pg.port}, mlflow server at {tracking}", flush=True)
+        else:
+            storage = f"sqlite:///{workdir / 'optuna.db'}"
+            tracking = f"sqlite:///{workdir / 'mlflow.db'}"
+        return run(args, workdir, out, storage=storage, tracking=tracking)
+
+
+def run(args: argparse.Namespace, workdir: Path, out: Path, *, storage: str, tracking: str) -> int:
+    """Grow the study, write the report (every 500 trials, and at the end), print the table."""
+    path = write_experiment(
+        workdir,
+        trials=args.trials,
+        epochs=args.epochs,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        storage=storage,
+        tracking=tracking,
+        history=args.history or None,
+    )
+
+    from tuning.config import load_experiment, redact
     from tuning.job import run_job
 
     exp = load_experiment(path)
     meter = Meter()
+    report: dict[str, Any] = {
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "sampler": args.sampler,
+        "history": args.history or None,
+        "pruner": args.pruner,
+        "store": args.store,
+        "storage": redact(storage),
+        "tracking": redact(tracking),
+        "workdir": str(workdir),
+        "goal": "ratio <= 1.5",
+    }
+
+    def write(final: bool) -> list[dict[str, Any]]:
+        rows = summarize(meter, len(meter.trials))
+        report["windows"] = rows
+        report["trials_done"] = len(meter.trials)
+        report["final"] = final
+        report["ratio_last_to_first"] = (
+            rows[-1]["median_s"] / rows[0]["median_s"] if rows else None
+        )
+        report["per_trial_s"] = [t["seconds"] for t in meter.trials]
+        report["per_trial_cpu_s"] = [t["cpu"] for t in meter.trials]
+        report["ratio_cpu_last_to_first"] = (
+            rows[-1]["cpu_median_s"] / rows[0]["cpu_median_s"] if rows else None
+        )
+        report["per_trial_epochs"] = [t["epochs"] for t in meter.trials]
+        report["per_trial_parts_s"] = {
+            p: [round(t["parts"].get(p, 0.0), 6) for t in meter.trials] for p in PARTS
+        }
+        report["job_lines"] = meter.lines
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1))
+        return rows
+
+    meter.checkpoint = lambda: write(final=False)
     print(f"growth: {args.trials} trials x {args.epochs} epochs in {workdir}", flush=True)
     with ExitStack() as stack:
         instrument(stack, meter, args.sampler)
         result = run_job(exp, say=meter.say, report_table=False)
-
-    rows = summarize(meter, len(meter.trials))
-    ratio = rows[-1]["median_s"] / rows[0]["median_s"] if rows else None
-    report = {
-        "trials": args.trials,
-        "epochs": args.epochs,
-        "sampler": args.sampler,
-        "pruner": args.pruner,
-        "workdir": str(workdir),
-        "windows": rows,
-        "ratio_last_to_first": ratio,
-        "goal": "ratio <= 1.5",
-        "counts": {k: v for k, v in result.counts.items() if v},
-        "trials_run": result.trials_run,
-        "seconds": result.seconds,
-        "timings": result.timings,
-        "status": result.status,
-        "per_trial_s": [t["seconds"] for t in meter.trials],
-        "per_trial_epochs": [t["epochs"] for t in meter.trials],
-        "per_trial_parts_s": {
-            p: [round(t["parts"].get(p, 0.0), 6) for t in meter.trials] for p in PARTS
+    report.update(
+        counts={k: v for k, v in result.counts.items() if v},
+        trials_run=result.trials_run,
+        seconds=result.seconds,
+        timings=result.timings,
+        status=result.status,
+        reports_s={
+            "write_job_reports": meter.extra.get("write_job_reports"),
+            "with_upload_and_summary": meter.extra.get("_log_reports"),
         },
-        "job_lines": meter.lines,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    )
+    rows = write(final=True)
 
     print()
     print(table(rows))
     print()
+    ratio = report["ratio_last_to_first"]
     if ratio is not None:
         verdict = "flat" if ratio <= 1.5 else "GROWS"
         print(
             f"ratio trial {rows[-1]['trial']} / trial {rows[0]['trial']} (median): "
-            f"{ratio:.2f} ({verdict}; goal <= 1.5)"
+            f"{ratio:.2f} ({verdict}; goal <= 1.5); CPU time of this process (median): "
+            f"{report['ratio_cpu_last_to_first']:.2f}"
         )
     tm = result.timings
     print(
@@ -453,6 +678,25 @@ def main(argv: list[str] | None = None) -> int:
         f"study+tracking {tm['study_tracking']:.1f}s ({100 * tm['fraction']:.0f}%), "
         f"finish {tm['finish']:.1f}s"
     )
+    rep = report["reports_s"]
+    if rep["write_job_reports"] is not None:
+        print(
+            f"the parent run's reports: {rep['write_job_reports']:.2f}s to write "
+            f"({rep['with_upload_and_summary']:.2f}s with their upload and summary.md)"
+        )
+    if args.after:
+        print("after the job:", flush=True)
+        report["commands"] = time_commands(storage, cwd=workdir, tracking=tracking)
+        write(final=True)
+        if tracking.startswith("http"):
+            report["ui"] = time_ui(tracking, folder=workdir)
+        else:
+            import servers
+
+            (workdir / "ui").mkdir(exist_ok=True)
+            with servers.mlflow_server(workdir / "ui", backend_store_uri=tracking) as url:
+                report["ui"] = time_ui(url, folder=workdir)
+        write(final=True)
     print(f"written: {out}")
     return 0
 

@@ -35,20 +35,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
 import resource
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from growth import SPACE  # noqa: E402  (the same search space as the growth benchmark)
+from servers import Postgres, mlflow_server  # noqa: E402  (throwaway servers)
 
 WORKER = HERE / "synthetic_worker.py"
 STUDY = "workers"
@@ -89,113 +83,6 @@ def write_experiment(folder: Path, *, storage: str, tracking: str, trials: int) 
     path = folder / "exp.yaml"
     path.write_text(yaml.safe_dump(exp, sort_keys=False))
     return path
-
-
-# --- servers ----------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    path = found[-1] if found else shutil.which(name)
-    if not path:
-        raise SystemExit(f"PostgreSQL's {name} is not installed")
-    return path
-
-
-class Postgres:
-    """A throwaway PostgreSQL on 127.0.0.1 (as ``tests/test_postgres.py`` starts one)."""
-
-    password = "bench-pw"
-
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="tuning-pg-bench-"))
-        data = self.tmp / "pg"
-        data.mkdir()
-        pwfile = self.tmp / "pw"
-        pwfile.write_text(self.password + "\n")
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:  # initdb refuses to run as root
-            for p in (self.tmp, data, pwfile):
-                shutil.chown(p, "postgres")
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        self.port = _free_port()
-        self.data = data
-        subprocess.run(
-            [*self.as_user, _pg_bin("initdb"), "-D", str(data), "-U", "tuning",
-             "--auth=scram-sha-256", f"--pwfile={pwfile}"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        subprocess.run(
-            [*self.as_user, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(self.tmp / "pg.log"),
-             "-w", "start", "-o",
-             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.tmp} -c max_connections=200"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        self.count = 0
-
-    def url(self, db: str = "postgres") -> str:
-        return f"postgresql://tuning:{self.password}@127.0.0.1:{self.port}/{db}"
-
-    def new_database(self) -> str:
-        """A fresh, empty database; returns its URL."""
-        import sqlalchemy
-
-        self.count += 1
-        name = f"bench{self.count}"
-        engine = sqlalchemy.create_engine(self.url(), isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-        engine.dispose()
-        return self.url(name)
-
-    def stop(self) -> None:
-        subprocess.run(
-            [*self.as_user, _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def mlflow_server(folder: Path) -> Iterator[str]:
-    """A local ``mlflow server`` on a SQLite file in ``folder``; yields its URL, stops it after."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (folder / "mlflow-server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow-server.db'}",
-         "--artifacts-destination", str(folder / "mlartifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: see {log.name}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 # --- one run ----------------------------------------------------------------------------------
@@ -434,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     out: Path = args.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    pg = Postgres() if "postgres" in args.storages else None
+    pg = Postgres(prefix="tuning-pg-bench-") if "postgres" in args.storages else None
     runs: list[dict[str, Any]] = []
     commit = subprocess.run(
         ["git", "-C", str(HERE), "rev-parse", "HEAD"], capture_output=True, text=True
@@ -453,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                         name = f"{storage_kind}-{tracking_kind}-{n}w-r{rep}"
                         if storage_kind == "postgres":
                             assert pg is not None
-                            storage = pg.new_database()
+                            storage = pg.url(pg.new_database())
                         else:
                             storage = LOCAL[storage_kind]
                         record = one_run(

@@ -404,18 +404,12 @@ def validate(
     typer.echo(yaml.safe_dump(redact_data(exp.resolved()), sort_keys=False).rstrip())
 
 
-def _study_summaries(
-    storage: str, *, include_best_trial: bool = False
-) -> list[optuna.study.StudySummary]:
-    from tuning.storage import study_summaries
-
-    return study_summaries(storage, include_best_trial=include_best_trial)
-
-
-def _open_study(study_name: str, storage: str) -> optuna.Study:
+def _open_study(
+    study_name: str, storage: str, store: optuna.storages.BaseStorage | None = None
+) -> optuna.Study:
     from tuning.storage import load_study
 
-    return load_study(study_name, storage)
+    return load_study(study_name, storage, store)
 
 
 StorageOption = Annotated[
@@ -493,9 +487,10 @@ VersionOption = Annotated[
 ]
 
 
-def _pick(name: str, storage: str, version: int | None = None) -> _Picked:
+def _pick(name: str, storage: str, version: int | None = None, *, counts: bool = True) -> _Picked:
     """The version of study ``name`` to show: a base name means its current version,
-    ``NAME@vN`` that version, ``version`` the version of that number.
+    ``NAME@vN`` that version, ``version`` the version of that number. Without ``counts``
+    the versions carry no trial counts (:func:`tuning.report.version_summaries`).
 
     Raises:
         ConfigError: no such study or version (naming those there are), or a storage that
@@ -503,7 +498,7 @@ def _pick(name: str, storage: str, version: int | None = None) -> _Picked:
     """
     from tuning.lineage import base_of
     from tuning.report import version_summaries
-    from tuning.storage import study_summaries
+    from tuning.storage import reading_storage, study_names
 
     base, number = base_of(name)
     named = name != base  # NAME@vN
@@ -513,8 +508,14 @@ def _pick(name: str, storage: str, version: int | None = None) -> _Picked:
             source="--version",
             fix=f"give the study's name {base!r} with --version, or the version's name alone",
         )
-    names = {s.study_name for s in study_summaries(storage)}
-    chain = version_summaries(storage, base) if base in names else []
+    # One storage object for every read: its cache reads each finished trial once.
+    store = reading_storage(storage)
+    names = set(study_names(store, storage))
+    chain = (
+        version_summaries(store, base, counts=counts)
+        if store is not None and base in names
+        else []
+    )
     want = version if version is not None else number if named else None
     shown = chain[-1] if chain and want is None else None
     shown = shown or next((v for v in chain if v["version"] == want), None)
@@ -526,8 +527,8 @@ def _pick(name: str, storage: str, version: int | None = None) -> _Picked:
             f"(or {base!r} alone for the current one)",
         )
     if shown is None:  # no versions recorded, or a version no other links to
-        return _Picked(base, _open_study(name, storage), [], None)
-    return _Picked(base, _open_study(shown["study"], storage), chain, shown)
+        return _Picked(base, _open_study(name, storage, store), [], None)
+    return _Picked(base, _open_study(shown["study"], storage, store), chain, shown)
 
 
 def _version_brief(v: dict[str, Any]) -> str:
@@ -640,7 +641,8 @@ def best(
     """Print the best trial of a study's version (the current one unless told): value,
     hyperparameters, size, its MLflow run, and the version it came from if carried."""
     try:
-        picked = _pick(study_name, storage, version)
+        # The versions' trial counts read every trial: only --json prints them.
+        picked = _pick(study_name, storage, version, counts=as_json)
     except ConfigError as e:
         raise _fail(e) from None
     study = picked.study
@@ -681,13 +683,15 @@ def status(
     """List the studies in a storage: trials by state, best value, last trial, champion; a
     study with several versions once, as its current version, with a line per version."""
     from tuning.config import redact
+    from tuning.storage import reading_storage, study_names
 
     try:
-        summaries = _study_summaries(storage, include_best_trial=True)
+        store = reading_storage(storage)
+        names = study_names(store, storage)
     except ConfigError as e:
         raise _fail(e) from None
     champions = _champions(tracking_uri)
-    rows = _status_rows(summaries, storage, champions)
+    rows = _status_rows(names, store, champions) if store is not None else []
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -727,32 +731,30 @@ def status(
 
 
 def _status_rows(
-    summaries: list[optuna.study.StudySummary], storage: str, champions: dict[str, str]
+    names: list[str], store: optuna.storages.BaseStorage, champions: dict[str, str]
 ) -> list[dict[str, Any]]:
     """The rows of `tuning status`: a study once, under its name, with its versions (the row's
-    figures are its current version's)."""
-    import optuna
-
+    figures are its current version's). Every read goes through ``store``, whose cache reads
+    each finished trial once."""
     from tuning.lineage import base_of
     from tuning.report import version_summaries
 
-    by_name = {s.study_name: s for s in summaries}
+    by_name = dict.fromkeys(names)
     chains: dict[str, list[dict[str, Any]]] = {}
     linked: set[str] = set()
-    store = optuna.storages.get_storage(storage) if by_name else None
     for name in by_name:
         if base_of(name)[0] == name:
-            chains[name] = version_summaries(store or storage, name)
+            chains[name] = version_summaries(store, name)
             linked.update(v["study"] for v in chains[name])
     rows = []
-    for name, summary in by_name.items():
+    for name in by_name:
         if name in chains:
             # A version made since the studies were listed waits for the next `status`.
             chain = [v for v in chains[name] if v["study"] in by_name]
             for v in chain:
                 v["champion"] = champions.get(v["study"])
             current: str = chain[-1]["study"] if chain else name
-            row = _status_row(by_name[current], storage, champions)
+            row = _status_row(current, store, champions)
             row["champion"] = next(
                 (v["champion"] for v in reversed(chain) if v["champion"]), row["champion"]
             )
@@ -760,7 +762,7 @@ def _status_rows(
             row["versions"] = chain
             rows.append(row)
         elif name not in linked:  # a version no other links to (a job died making it)
-            row = _status_row(summary, storage, champions)
+            row = _status_row(name, store, champions)
             base, number = base_of(name)
             row.update(current=name, version=number, versions=[], unlinked=base)
             rows.append(row)
@@ -768,26 +770,30 @@ def _status_rows(
 
 
 def _status_row(
-    summary: optuna.study.StudySummary, storage: str, champions: dict[str, str]
+    name: str, store: optuna.storages.BaseStorage, champions: dict[str, str]
 ) -> dict[str, Any]:
     """One study's line of `tuning status`, as data."""
     import optuna
 
     from tuning.report import last_trial_time, running_liveness, state_counts
 
-    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=store)
     trials = study.get_trials(deepcopy=False)
     last = last_trial_time(trials)
-    top = summary.best_trial
+    top = None
+    if len(study.directions) == 1:  # as Optuna's study summaries: no best of several objectives
+        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        top = pick(done, key=lambda t: float(t.value), default=None)  # type: ignore[arg-type]
     return {
-        "study": summary.study_name,
-        "trials": summary.n_trials,
+        "study": name,
+        "trials": len(trials),
         "states": {k: n for k, n in state_counts(trials).items() if n},
         "running": {k: n for k, n in running_liveness(trials).items() if n},
         "best_value": top.value if top else None,
         "best_trial": top.number if top else None,
         "last_trial_at": last.isoformat(timespec="seconds") if last else None,
-        "champion": champions.get(summary.study_name),
+        "champion": champions.get(name),
     }
 
 

@@ -32,6 +32,8 @@ __all__ = [
     "load_study",
     "open_storage",
     "storage_has_studies",
+    "reading_storage",
+    "study_names",
     "study_summaries",
 ]
 
@@ -301,10 +303,14 @@ def open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
         ) from e
 
 
-def study_summaries(
-    url: str, *, include_best_trial: bool = False
-) -> list[optuna.study.StudySummary]:
-    """The studies in a storage, read without creating one where there is none.
+def reading_storage(url: str) -> optuna.storages.BaseStorage | None:
+    """The storage at ``url`` opened once for a reading command, or None where there is none
+    yet (looking must not create one).
+
+    A command reads every study through this one object: Optuna's cache in front of a database
+    keeps the finished trials it has read, so a second look at a study reads only what is new.
+    A fresh ``optuna.load_study(url)`` or ``get_all_study_summaries`` reads every trial again,
+    and on a study of 10,000 trials each such read costs seconds.
 
     Raises:
         ConfigError: when the storage cannot be read (``--storage`` names it).
@@ -312,28 +318,72 @@ def study_summaries(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         if not storage_has_studies(url):
-            return []  # nothing there yet: looking must not create a storage
-        return optuna.get_all_study_summaries(url, include_best_trial=include_best_trial)
+            return None
+        return optuna.storages.get_storage(url)
     except ConfigError:
         raise
     except Exception as e:
-        raise ConfigError(
-            f"cannot open the storage {redact(url)} ({db_error_reason(e)})",
-            source="--storage",
-            fix="give the storage URL the studies were run with, e.g. sqlite:///optuna.db",
-        ) from e
+        raise _unreadable(url, e) from e
 
 
-def load_study(name: str, url: str) -> optuna.Study:
-    """A stored study, for reading; a missing one is a user error naming the others."""
-    names = [s.study_name for s in study_summaries(url)]
+def _unreadable(url: str, e: Exception) -> ConfigError:
+    return ConfigError(
+        f"cannot open the storage {redact(url)} ({db_error_reason(e)})",
+        source="--storage",
+        fix="give the storage URL the studies were run with, e.g. sqlite:///optuna.db",
+    )
+
+
+def study_names(storage: optuna.storages.BaseStorage | None, url: str) -> list[str]:
+    """The names of the studies in ``storage`` (from :func:`reading_storage`; None: none),
+    without reading their trials."""
+    if storage is None:
+        return []
+    try:
+        return [s.study_name for s in storage.get_all_studies()]
+    except Exception as e:
+        raise _unreadable(url, e) from e
+
+
+def study_summaries(
+    url: str, *, include_best_trial: bool = False
+) -> list[optuna.study.StudySummary]:
+    """The studies in a storage, read without creating one where there is none.
+
+    Reads every trial of every study: a reading command wants :func:`reading_storage` and
+    :func:`study_names`.
+
+    Raises:
+        ConfigError: when the storage cannot be read (``--storage`` names it).
+    """
+    storage = reading_storage(url)
+    if storage is None:
+        return []  # nothing there yet: looking must not create a storage
+    try:
+        return optuna.get_all_study_summaries(storage, include_best_trial=include_best_trial)
+    except Exception as e:
+        raise _unreadable(url, e) from e
+
+
+def load_study(
+    name: str, url: str, storage: optuna.storages.BaseStorage | None = None
+) -> optuna.Study:
+    """A stored study, for reading; a missing one is a user error naming the others.
+
+    ``storage``: the storage at ``url`` already opened (:func:`reading_storage`), to share its
+    cache of trials; opened here when not given.
+    """
+    if storage is None:
+        storage = reading_storage(url)
+    names = study_names(storage, url)
     if name not in names:
         raise ConfigError(
             f"no study {name!r} in {redact(url)}",
             source="STUDY",
             fix=f"use one of {', '.join(names) or '(none yet: run `tuning run` first)'}",
         )
-    return optuna.load_study(study_name=name, storage=url)
+    assert storage is not None  # it holds the study
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def fail_dead_trials(study: optuna.Study, *, max_retries: int) -> list[int]:

@@ -72,3 +72,52 @@ def test_a_budget_buys_at_least_min_configs_configurations(workdir, make_experim
     cut = [t for t in study.trials if "share of the time budget" in t.user_attrs.get("cut", "")]
     assert len(cut) >= 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in cut)
     assert result.best_value == max(t.value for t in study.trials if t.value is not None)
+
+
+def test_bounded_tpe_models_the_best_and_the_recent_trials(tmp_path) -> None:
+    """``sampler.history``: TPE's view of a long study is its best 25 complete trials and the
+    most recent N; its "good" trials are those of the whole history; it still samples."""
+    from tuning.config.schema import SamplerConfig
+    from tuning.engines.optuna import TPE_BEST, BoundedTPESampler, _HistoryView, make_sampler
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(storage=storage, direction="maximize")
+    dist = optuna.distributions.FloatDistribution(0.0, 1.0)
+    trials = []
+    for i in range(400):
+        x = (i * 0.6180339887) % 1.0
+        if i % 3 == 0:  # pruned trials have no value
+            trials.append(
+                optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.PRUNED,
+                    params={"x": x},
+                    distributions={"x": dist},
+                    intermediate_values={0: x / 2},
+                )
+            )
+        else:
+            trials.append(
+                optuna.trial.create_trial(value=x, params={"x": x}, distributions={"x": dist})
+            )
+    study.add_trials(trials)
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    seen = _HistoryView(study, 100)._get_trials(deepcopy=False, states=states)
+    numbers = [t.number for t in seen]
+    assert numbers == sorted(numbers) and len(numbers) == TPE_BEST + 100
+    assert numbers[-100:] == list(range(300, 400))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    top = sorted(complete, key=lambda t: -float(t.value))[:TPE_BEST]  # type: ignore[arg-type]
+    older = {t.number for t in top if t.number < 300}
+    assert older and older <= set(numbers[:TPE_BEST])  # the best of the old ones are kept
+    short = _HistoryView(study, 1000)._get_trials(deepcopy=False, states=states)
+    assert len(short) == 400  # a study shorter than the window: every trial
+
+    sampler = make_sampler(SamplerConfig(history=100, n_startup_trials=5), seed=0)
+    assert isinstance(sampler, BoundedTPESampler) and sampler.recent == 100
+    study.sampler = sampler
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3)
+    assert len(study.trials) == 403
+    assert all(0.0 <= t.params["x"] <= 1.0 for t in study.trials[-3:])
+    plain = make_sampler(SamplerConfig(history=None), seed=0)
+    assert type(plain) is optuna.samplers.TPESampler

@@ -105,6 +105,14 @@ class SamplerConfig(_Model):
     constant_liar: bool = Field(
         default=True, description="constant liar for parallel workers (tpe only)"
     )
+    history: int | None = Field(
+        default=1000,
+        ge=25,
+        description=(
+            "TPE models the best 25 complete trials and the most recent N (null: every trial; "
+            "tpe only): a long study's sampling stays as fast as at trial N"
+        ),
+    )
 
 
 class PrunerConfig(_Model):

@@ -67,6 +67,12 @@ def last_trial_time(trials: Iterable[optuna.trial.FrozenTrial]) -> Any:
     return max((t for t in times if t is not None), default=None)
 
 
+def primary(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The trial's primary objective value (its first with several objectives); ``None``
+    before it completed."""
+    return trial.values[0] if trial.values else None
+
+
 def trials_table(study: optuna.Study) -> list[dict[str, object]]:
     """One row per trial: number, state, value, params, epochs, seconds, n_params, reason."""
     rows = []
@@ -76,7 +82,7 @@ def trials_table(study: optuna.Study) -> list[dict[str, object]]:
             {
                 "number": t.number,
                 "state": t.state.name.lower(),
-                "value": t.value,
+                "value": primary(t),
                 **{f"params_{k}": v for k, v in records.params(t).items()},
                 records.EPOCHS_TRAINED: attrs.get(records.EPOCHS_TRAINED),
                 records.TRAIN_SECONDS: attrs.get(records.TRAIN_SECONDS),
@@ -101,11 +107,11 @@ def write_job_reports(
     pd.DataFrame(trials_table(study)).to_csv(table, index=False)
     paths.append(table)
 
-    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    done = [t for t in study.get_trials(deepcopy=False) if primary(t) is not None]
     if done:
         fig, ax = plt.subplots(figsize=(7, 4))
         xs = [t.number for t in done]
-        ys = [float(t.value) for t in done if t.value is not None]
+        ys = [float(v) for t in done if (v := primary(t)) is not None]
         best = Objective.of_study(study).running_best(ys)
         ax.scatter(xs, ys, s=14, label=f"trial {metric}")
         ax.step(xs, best, where="post", color="C3", label="best so far")
@@ -200,7 +206,7 @@ def results_table(study: optuna.Study, *, top: int = 5, origins: bool = False) -
         params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
         note = carried_note(t) if origins else None
         lines.append(
-            f"{t.number:>5}  {t.value:>8.4f}  {attrs.get(records.EPOCHS_TRAINED, ''):>6}  "
+            f"{t.number:>5}  {primary(t):>8.4f}  {attrs.get(records.EPOCHS_TRAINED, ''):>6}  "
             f"{attrs.get(records.TRAIN_SECONDS, 0.0):>7.1f}  "
             f"{attrs.get(records.N_PARAMS, ''):>8}  {params}" + (f"  ({note})" if note else "")
         )
@@ -255,7 +261,7 @@ def version_summaries(
                 "trials": len(trials),
                 "states": {k: n for k, n in state_counts(trials).items() if n},
                 "carried": sum(1 for t in trials if CARRIED_FROM in t.user_attrs),
-                "best_value": best.value if best is not None else None,
+                "best_value": primary(best) if best is not None else None,
                 "best_trial": best.number if best is not None else None,
                 "best_from": carried_note(best) if best is not None else None,
                 "data_rows": data.rows if data else None,
@@ -269,8 +275,8 @@ def version_summaries(
 
 def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Complete trials, best first."""
-    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
-    return Objective.of_study(study).ranked(done, lambda t: float(t.value))  # type: ignore[arg-type]
+    done = [t for t in study.get_trials(deepcopy=False) if primary(t) is not None]
+    return Objective.of_study(study).ranked(done, lambda t: float(primary(t) or 0.0))
 
 
 def _short(v: object) -> str:
@@ -294,7 +300,7 @@ def summary_markdown(
         f"{len(trials)} trials: {counts.get('complete', 0)} complete, "
         f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed."
     )
-    complete = [t for t in trials if t.value is not None]
+    complete = [t for t in trials if primary(t) is not None]
     if not complete:
         lines += ["", "No trial has completed yet, so there is no best model."]
         return "\n".join(lines) + "\n"
@@ -303,16 +309,16 @@ def summary_markdown(
     params = ", ".join(f"`{k}` = {_short(v)}" for k, v in best.params.items())
     lines += [
         "",
-        f"**Winner: trial {best.number}**, {metric} = {best.value:.4f}, with {params}.",
+        f"**Winner: trial {best.number}**, {metric} = {primary(best):.4f}, with {params}.",
     ]
     if len(ranked) > 1:
         runner_up = ranked[1]
-        median = sorted(t.value for t in ranked)[len(ranked) // 2]  # type: ignore[type-var]
-        gap = abs(best.value - runner_up.value)  # type: ignore[operator]
+        median = sorted(primary(t) for t in ranked)[len(ranked) // 2]  # type: ignore[type-var]
+        gap = abs(primary(best) - primary(runner_up))  # type: ignore[operator]
         lines.append(
-            f"It beats the runner-up (trial {runner_up.number}, {runner_up.value:.4f}) by "
+            f"It beats the runner-up (trial {runner_up.number}, {primary(runner_up):.4f}) by "
             f"{gap:.4f} and the median complete trial ({median:.4f}) by "
-            f"{abs(best.value - median):.4f}."  # type: ignore[operator]
+            f"{abs(primary(best) - median):.4f}."  # type: ignore[operator]
         )
     n_params = best.user_attrs.get(records.N_PARAMS)
     epochs = best.user_attrs.get(records.EPOCHS_TRAINED)

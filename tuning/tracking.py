@@ -293,11 +293,12 @@ class Run:
         self.client = client
         self.run_id = run_id
 
-    def log_metrics(self, metrics: Mapping[str, float | None]) -> None:
-        """Log final metrics (no step); ``None`` and non-finite values are left out."""
+    def log_metrics(self, metrics: Mapping[str, float | None], *, step: int = 0) -> None:
+        """Log final metrics (at ``step``, 0 by default); ``None`` and non-finite values are
+        left out."""
         ts = _now_ms()
         batch = [
-            Metric(key=k, value=float(v), timestamp=ts, step=0)
+            Metric(key=k, value=float(v), timestamp=ts, step=step)
             for k, v in metrics.items()
             if v is not None and math.isfinite(float(v))
         ]

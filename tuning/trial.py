@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from tuning import backend, train
+from tuning import backend, measures, train
 from tuning.config import Experiment
 from tuning.data import Dataset
 from tuning.data.encoding import decode, load_keras
@@ -43,6 +43,7 @@ from tuning.train import EpochHook, FitResult
 
 if TYPE_CHECKING:
     from tuning.ensemble import Member
+    from tuning.selection import Selected
 
 __all__ = [
     "Kept",
@@ -98,6 +99,7 @@ class Kept:
     value: float
     number: int
     path: Path
+    figures: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -122,11 +124,18 @@ class TrialResult:
     n_params: int | None = None
     fit: FitResult | None = None
     path: Path | None = None
+    figures: dict[str, float] = dataclasses.field(default_factory=dict)
+    over: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def value(self) -> float | None:
         """The objective value (the best epoch's), ``None`` before the fit returned."""
         return self.fit.value if self.fit is not None else None
+
+    @property
+    def feasible(self) -> bool:
+        """Whether the trial meets every limit it has a figure for (``over``: value - limit)."""
+        return measures.feasible(self.over)
 
 
 class Trainer:
@@ -240,6 +249,7 @@ class ModelKeeper:
         self.best_model_path: Path | None = None
         self.single: Member | None = None
         self.members: list[str] = []
+        self.selected: Selected | None = None  # the rule's choice (several objectives, limits)
 
     def save(self, model: keras.Model, name: str) -> Path:
         """Save ``model`` in the keeper's folder as ``name`` (``.keras``); returns its path."""
@@ -247,21 +257,40 @@ class ModelKeeper:
         model.save(path)
         return path
 
-    def offer(self, model: keras.Model, value: float, number: int) -> None:
+    def offer(
+        self,
+        model: keras.Model,
+        value: float,
+        number: int,
+        *,
+        figures: Mapping[str, float] | None = None,
+        feasible: bool = True,
+    ) -> None:
         """Save ``model`` when it is among the job's ``keep_n`` best so far (the best of them
-        is the job's best model); nothing with ``log_models: none``."""
+        is the job's best model); nothing with ``log_models: none``, nothing infeasible.
+        With ``selection.prefer`` (several objectives or limits), the models on the front of
+        the primary objective and the preferred measure are kept too, as candidates for
+        ``tuning.selection``."""
         objective = self.exp.objective
-        if not self.enabled:
+        if not self.enabled or not feasible:
             return
-        if len(self.kept) >= self.keep_n and not objective.better(value, self.kept[-1].value):
+        prefer, figures = self.exp.prefer, dict(figures or {})
+        new = Kept(value, number, Path(self.tmp.name) / f"trial-{number}.keras", figures)
+        ranked = objective.ranked([*self.kept, new], lambda k: k.value)
+        keep = ranked[: self.keep_n]
+        if prefer is not None:
+            from tuning.selection import front  # the front of (primary, prefer)
+
+            keep += [k for k in front(ranked, objective, prefer) if k not in keep]
+        if new not in keep:
             return
-        path = self.save(model, f"trial-{number}.keras")
-        self.kept = objective.ranked([*self.kept, Kept(value, number, path)], lambda k: k.value)
-        for dropped in self.kept[self.keep_n :]:
-            dropped.path.unlink(missing_ok=True)
-        del self.kept[self.keep_n :]
+        self.save(model, new.path.name)
+        for dropped in ranked:
+            if dropped not in keep:
+                dropped.path.unlink(missing_ok=True)
+        self.kept = [k for k in ranked if k in keep]
         if objective.better(value, self.best_value):
-            self.best_value, self.best_trial, self.best_model_path = value, number, path
+            self.best_value, self.best_trial, self.best_model_path = value, number, new.path
 
     def adopt(
         self,
@@ -350,6 +379,8 @@ class TrialRunner:
         self.models = ModelKeeper(exp, data=data)
         self.trials_run = 0
         self.histories: dict[int, dict[str, list[float]]] = {}
+        self.measured = measures.needed(exp)  # the measures objectives and limits name
+        self.judged = exp.multi or bool(exp.limits)  # figures, feasible tag, limits
 
     def run(
         self,
@@ -362,6 +393,7 @@ class TrialRunner:
         recheck: tuple[int, str] | None = None,
         on_open: Callable[[TrialRun], None] | None = None,
         on_end: Callable[[TrialResult], None] | None = None,
+        on_built: Callable[[TrialResult], None] | None = None,
     ) -> TrialResult:
         """Build, train, record and keep one configuration.
 
@@ -384,6 +416,9 @@ class TrialRunner:
             on_open: Called with the open run before the build (the engine's records).
             on_end: Called with the result at the end, also when the trial failed, was pruned
                 or was interrupted (then ``fit`` is ``None``).
+            on_built: Called with the result once the model is built and counted
+                (``n_params``), before it trains; may raise ``optuna.TrialPruned`` to refuse
+                it (a configuration over an ``n_params`` limit).
 
         Returns:
             The trial's result.
@@ -406,7 +441,10 @@ class TrialRunner:
                 on_open(run)
             started = time.perf_counter()
             try:
-                self._train(run, result, params, max_epochs, hooks, seed=seed, recheck=recheck)
+                self._train(
+                    run, result, params, max_epochs, hooks, seed=seed, recheck=recheck,
+                    on_built=on_built,
+                )  # fmt: skip
                 return result
             finally:
                 result.epochs, result.seconds = run.epochs, time.perf_counter() - started
@@ -430,8 +468,9 @@ class TrialRunner:
         *,
         seed: int | None,
         recheck: tuple[int, str] | None,
+        on_built: Callable[[TrialResult], None] | None = None,
     ) -> None:
-        """The body of :meth:`run` inside its MLflow run: build, fit, log, keep."""
+        """The body of :meth:`run` inside its MLflow run: build, fit, measure, log, keep."""
         number, trainer = result.number, self.trainer
 
         def on_epoch(epoch: int, logs: Mapping[str, float]) -> None:
@@ -442,16 +481,41 @@ class TrialRunner:
 
         model = trainer.build(params, number=number, max_epochs=max_epochs, seed=seed)
         result.n_params = int(model.count_params())
+        if on_built is not None:
+            on_built(result)
         fit = trainer.train(model, params, max_epochs=max_epochs, on_epoch=on_epoch)
         result.fit = fit
         if fit.stopped:  # complete with the value it reached, tagged as cut
             run.set_tags({"cut": fit.stopped})
         run.log_metrics({"objective": fit.value, "best_epoch": fit.best_epoch})
+        if self.judged:
+            self._judge(run, result, model)
         if recheck is None:
             self.histories[number] = fit.history
-            self.models.offer(model, fit.value, number)
+            self.models.offer(
+                model, fit.value, number, figures=result.figures, feasible=result.feasible
+            )
         else:
             result.path = self.models.save(model, f"recheck-{number}-{recheck[0]}.keras")
+
+    def _judge(self, run: TrialRun, result: TrialResult, model: keras.Model) -> None:
+        """Several objectives or limits: the trial's figures (each objective's and limit's
+        value: a logged metric's at the best epoch, whose weights the model keeps, and the
+        measures), its limits met or not; logged, every objective under its name at the step
+        after the last epoch (so the run's latest value of each is the trial's), ``feasible``
+        tagged."""
+        fit, exp = result.fit, self.exp
+        assert fit is not None
+        figures = measures.measure(
+            model, self.measured, x=self.trainer.data.x_valid, cfg=exp.measures
+        )
+        for name in {o.metric for o in exp.objectives} | set(exp.limits):
+            if name in fit.history and name not in figures:
+                figures[name] = float(fit.history[name][fit.best_epoch])
+        result.figures = figures
+        result.over = measures.violations(exp.limits, figures)
+        run.log_metrics(figures, step=fit.epochs)
+        run.set_tags({"feasible": str(result.feasible).lower()})
 
     def cleanup(self) -> None:
         """Delete the kept models' folder."""

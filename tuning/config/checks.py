@@ -99,14 +99,16 @@ def check_objective_for(exp: Experiment, task: str) -> None:
                 f"{task} task",
                 source=exp.source,
                 key=f"limits.{name}",
-                fix=f"use one of {', '.join((*MEASURES, *(k for k in known if k in LOWER_IS_BETTER)))}",
+                fix="use one of "
+                + ", ".join((*MEASURES, *(k for k in known if k in LOWER_IS_BETTER))),
             )
         if name not in LOWER_IS_BETTER:
             raise ConfigError(
                 f"a limit is an upper bound, and higher {name} is better",
                 source=exp.source,
                 key=f"limits.{name}",
-                fix=f"remove it, or limit a metric that is minimized ({', '.join(LOWER_IS_BETTER)})",
+                fix="remove it, or limit a metric that is minimized: "
+                + ", ".join(LOWER_IS_BETTER),
             )
     if task != "regression":
         for key, value in (

@@ -414,7 +414,9 @@ class Experiment(_Model):
         parsed: list[ObjectiveConfig] = []
         for i, item in enumerate(v):
             if not isinstance(item, dict):
-                raise ValueError(f"item {i} must be a mapping {{metric, direction}} (got {item!r})")
+                raise ValueError(
+                    f"item {i} must be a mapping {{metric, direction}} (got {item!r})"
+                )
             try:
                 parsed.append(ObjectiveConfig.model_validate(item))
             except ValidationError as e:

@@ -188,8 +188,9 @@ def select(
         if p >= alpha:
             chosen = c
             reason = (
-                f"#{c.label} {prefer} {c.figures[prefer]:,.6g} vs the best feasible #{ref.label} "
-                f"{ref.figures[prefer]:,.6g}; {objective.metric} {c.value:.4f} vs {ref.value:.4f}, "
+                f"#{c.label} {prefer} {c.figures[prefer]:,.6g} vs the best feasible "
+                f"#{ref.label} {ref.figures[prefer]:,.6g}; {objective.metric} {c.value:.4f} vs "
+                f"{ref.value:.4f}, "
                 f"{name} p={p:.3g} not below alpha {alpha:g} (not worse beyond noise)"
             )
             break

@@ -57,11 +57,12 @@ def check_objective_for(exp: Experiment, task: str) -> None:
     """
     metric = exp.objective.metric
     known = OBJECTIVE_METRICS[task]
+    first = "objective.0" if exp.multi else "objective"
     if metric not in known:
         raise ConfigError(
             f"{metric!r} is not a validation metric of a {task} task",
             source=exp.source,
-            key="objective.metric",
+            key=f"{first}.metric",
             fix=f"use one of {', '.join(known)}",
         )
     wanted = "minimize" if metric in LOWER_IS_BETTER else "maximize"
@@ -69,7 +70,7 @@ def check_objective_for(exp: Experiment, task: str) -> None:
         raise ConfigError(
             f"{metric} should be {wanted}d, not {exp.objective.direction}d",
             source=exp.source,
-            key="objective.direction",
+            key=f"{first}.direction",
             fix=f"set direction: {wanted}",
         )
     for i, extra in enumerate(exp.objectives[1:], start=1):
@@ -178,14 +179,6 @@ def check_dataset(exp: Experiment) -> None:
 
 
 @register_check
-def check_objective(exp: Experiment) -> None:
-    """Objective and task agree, when the task is known before reading data."""
-    task = static_task(exp)
-    if task is not None:
-        check_objective_for(exp, task)
-
-
-@register_check
 def check_objectives(exp: Experiment) -> None:
     """Several objectives: no metric twice, measures minimized, the primary a Keras metric, a
     ``selection.prefer`` that is a measure, and an engine and a pruner that can take them."""
@@ -241,6 +234,14 @@ def check_objectives(exp: Experiment) -> None:
             key="study.pruner.type",
             fix="set study.pruner: median (or none)",
         )
+
+
+@register_check
+def check_objective(exp: Experiment) -> None:
+    """Objective and task agree, when the task is known before reading data."""
+    task = static_task(exp)
+    if task is not None:
+        check_objective_for(exp, task)
 
 
 @register_check

@@ -128,3 +128,39 @@ def test_nsga2_sampler_is_named_with_its_population() -> None:
     sampler = make_sampler(SamplerConfig(type="nsga2", population_size=6), seed=3)
     assert isinstance(sampler, optuna.samplers.NSGAIISampler)
     assert sampler._population_size == 6
+
+
+def test_median_rule_on_the_primary_prunes_a_multi_objective_trial(make_experiment) -> None:
+    """Optuna's pruners refuse several objectives (``trial.report`` raises): the engine's own
+    median rule compares the trial's best primary value so far with the median of finished
+    trials' at the same epoch."""
+    import types
+
+    from tuning.engines.optuna import CURVE, OptunaEngine
+
+    exp = load_experiment(
+        make_experiment(
+            objective=[
+                {"metric": "val_accuracy", "direction": "maximize"},
+                {"metric": "n_params", "direction": "minimize"},
+            ],
+            study__pruner={"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
+        )
+    )
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    with pytest.raises(NotImplementedError):  # why the rule exists
+        study.ask().report(0.5, 0)
+    engine = OptunaEngine(types.SimpleNamespace(exp=exp))  # type: ignore[arg-type]
+    engine.study = study
+    trial = study.ask()
+    for curve in ([0.5, 0.7, 0.8], [0.6, 0.8], [0.4, 0.9, 0.95]):
+        study.add_trial(
+            optuna.trial.create_trial(values=[curve[-1], 100], user_attrs={CURVE: curve})
+        )
+    rule = engine._median_rule
+    assert not rule(trial, [0.1])  # warm-up: epoch 0 never prunes
+    assert rule(trial, [0.1, 0.75])  # best 0.75 < median of (0.7, 0.8, 0.9) at epoch 1
+    assert not rule(trial, [0.1, 0.85])  # 0.85 beats the median 0.8
+    assert not rule(trial, [0.1, 0.2, 0.3])  # epoch 2: only two trials reached it (< 3)
+    exp.study.pruner.type = "none"
+    assert not rule(trial, [0.1, 0.75])

@@ -150,7 +150,7 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
     for c in checked:
         candidates += _run_members(c)
     if ctx.runner.judged and models.enabled:
-        winner = _select(ctx, winner, candidates)
+        winner = _select(ctx, winner, candidates, checked)
         if exp.prefer is not None and winner.label != _best_label(ctx):
             return  # a smaller or faster model won: an average would be larger, not kept
     top = exp.study.ensemble_top
@@ -193,7 +193,9 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
     )
 
 
-def _select(ctx: JobContext, winner: Member, candidates: list[Member]) -> Member:
+def _select(
+    ctx: JobContext, winner: Member, candidates: list[Member], checked: list[Rechecked]
+) -> Member:
     """Several objectives or limits: the job's model by the stated rule
     (:func:`tuning.selection.select`), adopted; logged as ``selection.json`` and the parent's
     tags ``selection_rule``, ``selection``; one line said."""
@@ -201,6 +203,8 @@ def _select(ctx: JobContext, winner: Member, candidates: list[Member]) -> Member
 
     models, exp = ctx.runner.models, ctx.exp
     figures = {k.path: dict(k.figures) for k in models.kept}
+    for c in checked:  # the re-runs' own figures (a limit on a logged metric, val_loss...)
+        figures.update({p: f for p, f in zip(c.paths, c.figures, strict=False) if p is not None})
 
     def cand(m: Member) -> Candidate:
         return Candidate(m.label, m.number, m.value, m.path, dict(figures.get(m.path, {})))
@@ -214,10 +218,9 @@ def _select(ctx: JobContext, winner: Member, candidates: list[Member]) -> Member
     })  # fmt: skip
     ctx.say(f"model: {picked.reason}")
     models.selected = picked  # the champion's rule reads it
-    c = picked.chosen
-    chosen = Member(c.label, c.number, c.value, c.path)
-    models.adopt(c.path, c.value, c.number)
-    return chosen
+    pick = picked.chosen
+    models.adopt(pick.path, pick.value, pick.number)
+    return Member(pick.label, pick.number, pick.value, pick.path)
 
 
 def _best_label(ctx: JobContext) -> str:

@@ -100,6 +100,11 @@ def test_tpe_job_with_two_objectives_and_a_limit(workdir, make_experiment) -> No
     )  # fmt: skip
     _check_job(exp, result, study, workdir, "n_params")
     assert any(line.startswith("recheck (val_accuracy") for line in lines), lines
+    # the re-check records every objective of each re-run, not only the primary
+    for row in run_json(workdir, result.parent_run_id, "recheck.json"):
+        for figures in row["figures"]:
+            assert {"val_accuracy", "n_params"} <= set(figures)
+            assert figures["n_params"] <= LIMIT
     assert any(line.startswith("model: ") for line in lines), lines
 
 
@@ -164,3 +169,24 @@ def test_median_rule_on_the_primary_prunes_a_multi_objective_trial(make_experime
     assert not rule(trial, [0.1, 0.2, 0.3])  # epoch 2: only two trials reached it (< 3)
     exp.study.pruner.type = "none"
     assert not rule(trial, [0.1, 0.75])
+
+
+def test_one_objective_with_a_limit(workdir, make_experiment) -> None:
+    """A limit alone: a single-direction study whose best (Optuna's too) is feasible."""
+    path = make_experiment(
+        space=SPACE,
+        limits={"n_params": LIMIT},
+        study__n_trials=5,
+        study__sampler={"type": "tpe", "n_startup_trials": 2},
+    )
+    exp = load_experiment(path)
+    result = run_job(exp, say=lambda _: None)
+    study = optuna.load_study(study_name=exp.study_name, storage=exp.study.storage)
+    assert len(study.directions) == 1
+    refused = [t for t in study.trials if t.constraints.get("n_params", 0) > 0]
+    assert refused and all(t.state == optuna.trial.TrialState.PRUNED for t in refused)
+    best = study.best_trial  # Optuna's best among feasible trials (its constraints)
+    assert best.number == result.best_trial and best.user_attrs["feasible"] is True
+    assert best.user_attrs["n_params"] <= LIMIT
+    parent = mlflow.MlflowClient(result.tracking_uri).get_run(result.parent_run_id)
+    assert parent.data.tags["selection_rule"] == "best feasible by val_accuracy"

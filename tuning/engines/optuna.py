@@ -7,6 +7,13 @@ a trial to the parts: ``SearchSpace.suggest`` -> the job's ``TrialRunner.run``, 
 reports every epoch to Optuna (pruning, the job's deadline, the trial's slice of the budget),
 and the trial's records in the study (``tuning.records``). A trial's problem
 (:class:`~tuning.errors.TrialFailed`) fails that trial and the study goes on.
+
+With several objectives (``Experiment.objectives``) the study has one direction per objective
+and a trial's values are theirs, in order; with ``limits`` each trial gets one constraint per
+limit (``Trial.set_constraint``: value - limit), a configuration over an ``n_params`` limit is
+refused before it trains, and "best" means the best feasible by the primary objective. Optuna's
+pruners refuse several objectives, so those are pruned by this engine's median rule on the
+primary (:meth:`OptunaEngine._median_rule`).
 """
 
 from __future__ import annotations

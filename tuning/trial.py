@@ -380,7 +380,8 @@ class TrialRunner:
         self.trials_run = 0
         self.histories: dict[int, dict[str, list[float]]] = {}
         self.measured = measures.needed(exp)  # the measures objectives and limits name
-        self.judged = exp.multi or bool(exp.limits)  # figures, feasible tag, limits
+        # Several objectives, limits or a preferred measure: figures, feasible tag, the rule.
+        self.judged = exp.multi or bool(exp.limits) or exp.prefer is not None
 
     def run(
         self,

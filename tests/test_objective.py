@@ -41,11 +41,16 @@ def test_better_in_the_experiments_direction(direction: str) -> None:
 
 
 def test_a_studys_direction_is_read_by_name() -> None:
+    def named(name: str) -> object:
+        return type("StudyDirection", (), {"name": name})()
+
     class Study:
-        direction = type("StudyDirection", (), {"name": "MAXIMIZE"})()
+        directions = [named("MAXIMIZE")]
 
     assert Objective.of_study(Study(), "val_accuracy") == Objective("val_accuracy", "maximize")
-    Study.direction = type("StudyDirection", (), {"name": "NOT_SET"})()
+    Study.directions = [named("MINIMIZE"), named("MAXIMIZE")]  # several: the primary's
+    assert Objective.of_study(Study()) == Objective("value", "minimize")
+    Study.directions = [named("NOT_SET")]
     with pytest.raises(ValueError, match="a study direction must be minimize or maximize"):
         Objective.of_study(Study())
 

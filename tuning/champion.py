@@ -93,6 +93,8 @@ class Standing:
         inputs: The digest of what it takes and gives (columns, targets, classes;
             ``tuning.lineage.DataPrint.inputs``), ``None`` when not recorded.
         rows: The rows of the data it was scored on, ``None`` when not recorded.
+        figures: Its recorded measures (``n_params``, ``model_bytes``, ``latency_ms``), where
+            the job had several objectives or limits.
     """
 
     version: str
@@ -101,6 +103,7 @@ class Standing:
     value: float | None
     inputs: str | None = None
     rows: int | None = None
+    figures: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def comparable(self, *, metric: str) -> bool:
         """Whether a new model scored on ``metric`` can be held against it (on today's rows,
@@ -148,6 +151,10 @@ def decide(
     stale: str | None = None,
     stale_rule: str = "replace",
     rows: int | None = None,
+    prefer: str | None = None,
+    figures: dict[str, float] | None = None,
+    reverse: tuple[str, float] | None = None,
+    limits: dict[str, float] | None = None,
 ) -> Decision:
     """Whether a new model of validation ``value`` replaces the champion ``current``.
 
@@ -158,6 +165,12 @@ def decide(
     models on today's validation rows decides alone (p below ``alpha``). Otherwise the new model
     must be better in ``objective``'s direction and, with a paired ``test`` (name, p-value) on
     the same validation rows, better by more than noise: p below ``alpha``.
+
+    With several objectives or limits (``tuning.selection``'s rule): a champion whose recorded
+    ``figures`` are over today's ``limits`` is replaced by the new (feasible) model; and with
+    ``prefer``, a new model lower on that measure (``figures``) also moves ``@champion`` when
+    the ``reverse`` paired test (is the champion better?) gives p not below ``alpha``: not worse
+    beyond noise, and smaller or faster.
 
     .. code-block:: python
 
@@ -186,6 +199,16 @@ def decide(
             against=current.version,
         )
     assert current.value is not None  # comparable() checked it
+    figures, limits = figures or {}, limits or {}
+    over = {k: v for k, v in current.figures.items() if k in limits and v > limits[k]}
+    if over:
+        shown = ", ".join(f"{k} {v:,.6g} > {limits[k]:g}" for k, v in sorted(over.items()))
+        return Decision(
+            promote=True,
+            reason=f"champion v{current.version} is over today's limits ({shown}); the new "
+            f"model meets them ({metric} {value:.4f})",
+            against=current.version,
+        )
     changed = current.data != data_key
     better = True if changed else objective.better(value, current.value)
     if changed:
@@ -208,6 +231,17 @@ def decide(
     promote = better and p_value < alpha
     reason += f"; {name} p={p_value:.3g} {'below' if p_value < alpha else 'not below'} alpha "
     reason += f"{alpha:g}" + (" (within noise)" if better and not promote else "")
+    mine, theirs = figures.get(prefer or ""), current.figures.get(prefer or "")
+    if not promote and prefer and reverse is not None and mine is not None and theirs is not None:
+        back_name, back_p = reverse
+        lower = mine < theirs
+        promote = lower and back_p >= alpha
+        reason += (
+            f"; rule: lowest {prefer} within noise: {prefer} {mine:,.6g} vs {theirs:,.6g}, "
+            f"champion better: {back_name} p={back_p:.3g} "
+            f"{'not below' if back_p >= alpha else 'below'} alpha {alpha:g}"
+            + (" (smaller or faster, not worse beyond noise)" if promote else "")
+        )
     return Decision(
         promote=promote, reason=reason, test=name, p_value=p_value, against=current.version
     )

@@ -775,13 +775,15 @@ def _status_row(
     """One study's line of `tuning status`, as data."""
     import optuna
 
-    from tuning.report import last_trial_time, running_liveness, state_counts
+    from tuning.report import best_feasible, last_trial_time, running_liveness, state_counts
 
     study = optuna.load_study(study_name=name, storage=store)
     trials = study.get_trials(deepcopy=False)
     last = last_trial_time(trials)
     top = None
-    if len(study.directions) == 1:  # as Optuna's study summaries: no best of several objectives
+    if len(study.directions) > 1 or any(t.constraints for t in trials):  # objectives, limits
+        top = best_feasible(trials, study.directions)
+    else:
         done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
         top = pick(done, key=lambda t: float(t.value), default=None)  # type: ignore[arg-type]
@@ -790,7 +792,7 @@ def _status_row(
         "trials": len(trials),
         "states": {k: n for k, n in state_counts(trials).items() if n},
         "running": {k: n for k, n in running_liveness(trials).items() if n},
-        "best_value": top.value if top else None,
+        "best_value": top.values[0] if top and top.values else None,
         "best_trial": top.number if top else None,
         "last_trial_at": last.isoformat(timespec="seconds") if last else None,
         "champion": champions.get(name),

@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from tuning import measures
 from tuning.data import Dataset
 from tuning.data.encoding import load_keras
 from tuning.model import compile_for_task
 from tuning.objective import Objective
+from tuning.selection import Candidate, select
 
 if TYPE_CHECKING:
     from tuning.engines.base import JobContext
@@ -147,6 +149,10 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
     candidates = [_kept_member(k) for k in models.kept]
     for c in checked:
         candidates += _run_members(c)
+    if ctx.runner.judged and models.enabled:
+        winner = _select(ctx, winner, candidates, checked)
+        if exp.prefer is not None and winner.label != _best_label(ctx):
+            return  # a smaller or faster model won: an average would be larger, not kept
     top = exp.study.ensemble_top
     if top < 2 or len(candidates) < 2 or not models.enabled:
         return
@@ -169,12 +175,57 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
         ctx.say(f"ensemble: no average beats the best alone ({metric} of the top 1..n: {shown})")
         return
     model = average([m.path for m in choice.members], data=ctx.data, **settings)
+    if exp.limits:  # the average counts as one model: it must meet the limits itself
+        names = [m for m in measures.needed(exp) if m in exp.limits]
+        figures = measures.measure(model, names, x=ctx.data.x_valid, cfg=exp.measures)
+        over = measures.violations(exp.limits, figures)
+        if not measures.feasible(over):
+            shown = ", ".join(f"{k} {figures[k]:.4g} > {exp.limits[k]:g}" for k, v in
+                              over.items() if v > 0)  # fmt: skip
+            ctx.say(f"ensemble: the average of {len(labels)} models is over the limits "
+                    f"({shown}); the single model is kept")  # fmt: skip
+            return
     path = models.save(model, "ensemble.keras")
     models.adopt(path, choice.value, choice.members[0].number, single=winner, members=labels)
     ctx.say(
         f"ensemble: {len(labels)} models ({', '.join('#' + x for x in labels)}) score {metric} "
         f"{choice.value:.4f} together (top 1..n: {shown}) in {time.perf_counter() - started:.1f} s"
     )
+
+
+def _select(
+    ctx: JobContext, winner: Member, candidates: list[Member], checked: list[Rechecked]
+) -> Member:
+    """Several objectives or limits: the job's model by the stated rule
+    (:func:`tuning.selection.select`), adopted; logged as ``selection.json`` and the parent's
+    tags ``selection_rule``, ``selection``; one line said."""
+    from tuning.trial import validation_truth
+
+    models, exp = ctx.runner.models, ctx.exp
+    figures = {k.path: dict(k.figures) for k in models.kept}
+    for c in checked:  # the re-runs' own figures (a limit on a logged metric, val_loss...)
+        figures.update({p: f for p, f in zip(c.paths, c.figures, strict=False) if p is not None})
+
+    def cand(m: Member) -> Candidate:
+        return Candidate(m.label, m.number, m.value, m.path, dict(figures.get(m.path, {})))
+
+    others = [cand(m) for m in candidates if m.path != winner.path]
+    picked = select(exp, ctx.data, cand(winner), others, truth=validation_truth(ctx.data))
+    ctx.parent.log_text(json.dumps(picked.table(), indent=2, default=str), "selection.json")
+    ctx.parent.set_tags({
+        "selection_rule": picked.rule, "selection": picked.reason[:5000],
+        "selection_reference": picked.reference.label, "model_label": picked.chosen.label,
+    })  # fmt: skip
+    ctx.say(f"model: {picked.reason}")
+    models.selected = picked  # the champion's rule reads it
+    pick = picked.chosen
+    models.adopt(pick.path, pick.value, pick.number)
+    return Member(pick.label, pick.number, pick.value, pick.path)
+
+
+def _best_label(ctx: JobContext) -> str:
+    picked = ctx.runner.models.selected
+    return picked.reference.label if picked is not None else ""
 
 
 def _winner(models: ModelKeeper, checked: list[Rechecked]) -> Member | None:

@@ -412,34 +412,60 @@ def _register_champion(ctx: JobContext, model_uri: str) -> Champion | None:
     if not name or value is None:
         return None
     metric, data = exp.objective.metric, lineage.data_print(exp, ctx.data)
+    figures = _model_figures(ctx)
     version = parent.register_model(
         name=name, model_uri=model_uri, value=value, metric=metric,
         direction=exp.objective.direction, data_key=data.digest, trial=models.best_trial,
         data_tags={"data_inputs": data.inputs, "data_rows": str(data.rows),
-                   "data_schema": data.schema},
+                   "data_schema": data.schema, **_rule_tags(ctx)},
+        figures=figures,
     )  # fmt: skip
     current = parent.champion_standing(name)
-    test, stale = None, None
+    test, stale, reverse = None, None, None
     if current is not None and current.comparable(metric=metric):
         if current.can_score(data.inputs):
-            test, stale = _paired_test(ctx, model_uri, f"models:/{name}/{current.version}")
+            uri = f"models:/{name}/{current.version}"
+            test, stale, reverse = _paired_test(ctx, model_uri, uri, both=bool(exp.prefer))
         else:
             stale = "it was trained on other columns, targets or classes"
     decision = champion.decide(
         objective=exp.objective, metric=metric, value=value, data_key=data.digest,
         current=current, test=test, alpha=exp.tracking.champion_alpha, stale=stale,
-        stale_rule=exp.tracking.stale_champion, rows=data.rows,
+        stale_rule=exp.tracking.stale_champion, rows=data.rows, prefer=exp.prefer,
+        figures=figures, reverse=reverse, limits=dict(exp.limits),
     )  # fmt: skip
     return parent.record_champion(name, version, decision)
 
 
+def _model_figures(ctx: JobContext) -> dict[str, float]:
+    """The job's model's measures, with several objectives or limits (else none)."""
+    from tuning import measures
+    from tuning.data.encoding import load_keras
+
+    models, names = ctx.runner.models, measures.needed(ctx.exp)
+    if not ctx.runner.judged or not names or models.best_model_path is None:
+        return {}
+    model = load_keras(str(models.best_model_path))
+    return measures.measure(model, names, x=ctx.data.x_valid, cfg=ctx.exp.measures)
+
+
+def _rule_tags(ctx: JobContext) -> dict[str, str]:
+    """The registered version's ``selection_rule`` and ``selection`` (which rule chose it)."""
+    picked = ctx.runner.models.selected
+    if picked is None:
+        return {}
+    return {"selection_rule": picked.rule, "selection": picked.reason[:5000]}
+
+
 def _paired_test(
-    ctx: JobContext, challenger_uri: str, champion_uri: str
-) -> tuple[tuple[str, float] | None, str | None]:
+    ctx: JobContext, challenger_uri: str, champion_uri: str, *, both: bool = False
+) -> tuple[tuple[str, float] | None, str | None, tuple[str, float] | None]:
     """Both logged models predict this job's validation rows (raw, as served); paired test.
 
     Returns:
-        The test (name, p-value), or ``None`` and why the champion cannot score these rows.
+        The test (name, p-value) that the challenger is better, or ``None`` and why the
+        champion cannot score these rows; with ``both``, the reverse test too (is the
+        champion better?), for the rule that prefers a smaller or faster model.
     """
     rows = ctx.data.validation_rows()
     from tuning.trial import validation_truth  # Keras: imported once the backend is fixed
@@ -450,15 +476,11 @@ def _paired_test(
     except Exception as e:  # a column gone, a model that cannot load these rows
         if tracking.is_unreachable(e):
             raise
-        return None, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
-    test = champion.paired_test(
-        ctx.data.task,
-        validation_truth(ctx.data),
-        challenger,
-        held,
-        metric=ctx.exp.objective.metric,
-    )
-    return test, None
+        return None, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}", None
+    truth, task, metric = validation_truth(ctx.data), ctx.data.task, ctx.exp.objective.metric
+    test = champion.paired_test(task, truth, challenger, held, metric=metric)
+    reverse = champion.paired_test(task, truth, held, challenger, metric=metric) if both else None
+    return test, None, reverse
 
 
 def _log_reports(engine: Engine, ctx: JobContext, metrics: dict[str, float | None]) -> None:

@@ -636,14 +636,23 @@ class _Resolver:
         return f"version {version} ({name!r})"
 
     def _check_direction(self, head: FrozenStudy) -> None:
-        stored = head.direction.name.lower()
-        if stored != self.exp.objective.direction:
+        stored = [d.name.lower() for d in head.directions]
+        wanted = [o.direction for o in self.exp.objectives]
+        if stored == wanted:
+            return
+        if len(stored) == len(wanted) == 1:
             raise self._error(
-                f"the stored study {head.study_name!r} is {stored}d, this experiment "
-                f"{self.exp.objective.direction}s",
+                f"the stored study {head.study_name!r} is {stored[0]}d, this experiment "
+                f"{wanted[0]}s",
                 "objective.direction",
-                f"set direction: {stored}, or give a new study.name",
+                f"set direction: {stored[0]}, or give a new study.name",
             )
+        raise self._error(
+            f"the stored study {head.study_name!r} has directions {stored}, this experiment's "
+            f"objectives {wanted}",
+            "objective",
+            f"give objectives with directions {stored}, or a new study.name",
+        )
 
     # -- making versions ---------------------------------------------------------------------
 
@@ -661,7 +670,7 @@ class _Resolver:
         study = optuna.create_study(
             storage=self.storage,
             study_name=self.base,
-            direction=self.exp.objective.direction,
+            directions=[o.direction for o in self.exp.objectives],
             load_if_exists=True,
         )
         self._stamp(study._study_id, version=1, previous=None, reason=None)
@@ -699,7 +708,9 @@ class _Resolver:
         name = version_name(self.base, version + 1)
         reason = "; ".join(r for r in (space_reason, data_reason) if r)
         study = optuna.create_study(
-            storage=self.storage, study_name=name, direction=self.exp.objective.direction
+            storage=self.storage,
+            study_name=name,
+            directions=[o.direction for o in self.exp.objectives],
         )
         defaults = effective_defaults(self.exp)
         if data_reason is None:
@@ -775,6 +786,7 @@ class _Resolver:
             distributions=dists,
             user_attrs=attrs,
             intermediate_values=dict(t.intermediate_values),
+            constraints=dict(t.constraints) or None,
         )
 
     def _enqueue(
@@ -786,8 +798,8 @@ class _Resolver:
     ) -> int:
         """Queue the previous version's best configurations that the space still holds."""
         k = self.changes.retrain_top
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-        ranked = self.exp.objective.ranked(done, lambda t: float(t.value))  # type: ignore[arg-type]
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+        ranked = self.exp.objective.ranked(done, lambda t: float(t.values[0]))
         queued = 0
         for t in ranked:
             if queued >= k:

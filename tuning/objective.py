@@ -6,7 +6,8 @@ direction. The experiment's ``objective`` (:class:`tuning.config.schema.Objectiv
 ``Ranking`` too, so a job asks ``exp.objective.better(a, b)``; code that has only a study asks
 ``Objective.of_study(study)``. Like Optuna's ``StudyDirection``, used by every part that ranks
 values: the trial runner's kept models, the re-check, the ensemble, the champion, the reports,
-the engines. Several objectives will be a list of these, the first one primary.
+the engines. Several objectives are a tuple of these (``Experiment.objectives``), the first
+one primary: it alone ranks trials for pruning, the re-check and the reference model.
 
 This module imports nothing heavy (no Keras, no Optuna, no MLflow), so any layer may use it.
 
@@ -24,7 +25,7 @@ This module imports nothing heavy (no Keras, no Optuna, no MLflow), so any layer
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 __all__ = ["Direction", "Objective", "Ranking"]
@@ -35,7 +36,7 @@ T = TypeVar("T")
 
 class _Study(Protocol):  # what of optuna.Study ``Objective.of_study`` reads
     @property
-    def direction(self) -> object: ...
+    def directions(self) -> Sequence[object]: ...
 
 
 class Ranking:
@@ -97,8 +98,10 @@ class Objective(Ranking):
 
     @classmethod
     def of_study(cls, study: _Study, metric: str = "value") -> Objective:
-        """The objective of a stored Optuna study (its ``StudyDirection``)."""
-        name = getattr(study.direction, "name", str(study.direction)).lower()
+        """The objective of a stored Optuna study (its ``StudyDirection``; the first, the
+        primary, of a study with several objectives)."""
+        first = study.directions[0]
+        name = getattr(first, "name", str(first)).lower()
         if name not in ("minimize", "maximize"):
             raise ValueError(f"a study direction must be minimize or maximize (got {name!r})")
         return cls(metric, name)  # type: ignore[arg-type]

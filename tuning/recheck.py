@@ -54,12 +54,21 @@ class Rechecked:
     seeds: list[int] = dataclasses.field(default_factory=list)
     paths: list[Path | None] = dataclasses.field(default_factory=list)
     mean: float | None = None
+    # With several objectives or limits: each re-run's figures (every objective, measure).
+    figures: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
-    def add(self, value: float | None, seed: int, path: Path | None) -> None:
+    def add(
+        self,
+        value: float | None,
+        seed: int,
+        path: Path | None,
+        figures: dict[str, float] | None = None,
+    ) -> None:
         """One more re-run; a diverged one (``None``) ranks the configuration last."""
         self.values.append(value)
         self.seeds.append(seed)
         self.paths.append(path)
+        self.figures.append(figures or {})
         finite = [v for v in self.values if v is not None]
         self.mean = (
             (self.first + sum(finite)) / (1 + len(finite)) if len(finite) == len(self.values)
@@ -170,7 +179,7 @@ def _cut_at(deadline: float | None) -> Callable[[int, Mapping[str, float]], None
 
 def _rerun(
     ctx: JobContext, r: Ranked, round_: int, *, deadline: float | None
-) -> tuple[float | None, int, Path | None]:
+) -> tuple[float | None, int, Path | None, dict[str, float]]:
     """Train ``r``'s configuration from other initial weights, logged under its trial's run;
     a diverged re-run (its run FAILED) gives ``None``."""
     seed = ctx.exp.study.seed + r.number + RECHECK_SEED * round_
@@ -181,5 +190,5 @@ def _rerun(
             recheck=(round_, r.run_id),
         )  # fmt: skip
     except TrialFailed:  # this seed diverged: the configuration ranks last
-        return None, seed, None
-    return result.value, seed, result.path
+        return None, seed, None, {}
+    return result.value, seed, result.path, result.figures

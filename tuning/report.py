@@ -12,7 +12,7 @@ does not train anything.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,31 @@ def last_trial_time(trials: Iterable[optuna.trial.FrozenTrial]) -> Any:
     return max((t for t in times if t is not None), default=None)
 
 
+def primary(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The trial's primary objective value (its first with several objectives); ``None``
+    before it completed."""
+    return trial.values[0] if trial.values else None
+
+
+def best_feasible(
+    trials: Iterable[optuna.trial.FrozenTrial],
+    directions: Sequence[optuna.study.StudyDirection],
+) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial by the primary (first) objective among those meeting every
+    limit (constraints <= 0), the earliest of equals; ``None`` when there is none."""
+    done = [
+        t
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and t.values
+        and all(v <= 0 for v in t.constraints.values())
+    ]
+    if not done:
+        return None
+    objective = Objective("value", directions[0].name.lower())  # type: ignore[arg-type]
+    return objective.ranked(done, lambda t: float(t.values[0]))[0]
+
+
 def trials_table(study: optuna.Study) -> list[dict[str, object]]:
     """One row per trial: number, state, value, params, epochs, seconds, n_params, reason."""
     rows = []
@@ -78,7 +103,7 @@ def trials_table(study: optuna.Study) -> list[dict[str, object]]:
             {
                 "number": t.number,
                 "state": records.state(t),
-                "value": t.value,
+                "value": primary(t),
                 **{f"params_{k}": v for k, v in records.params(t).items()},
                 records.EPOCHS_TRAINED: attrs.get(records.EPOCHS_TRAINED),
                 records.TRAIN_SECONDS: attrs.get(records.TRAIN_SECONDS),
@@ -103,11 +128,11 @@ def write_job_reports(
     pd.DataFrame(trials_table(study)).to_csv(table, index=False)
     paths.append(table)
 
-    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
+    done = [t for t in study.get_trials(deepcopy=False) if primary(t) is not None]
     if done:
         fig, ax = plt.subplots(figsize=(7, 4))
         xs = [t.number for t in done]
-        ys = [float(t.value) for t in done if t.value is not None]
+        ys = [float(v) for t in done if (v := primary(t)) is not None]
         best = Objective.of_study(study).running_best(ys)
         ax.scatter(xs, ys, s=14, label=f"trial {metric}")
         ax.step(xs, best, where="post", color="C3", label="best so far")
@@ -202,7 +227,7 @@ def results_table(study: optuna.Study, *, top: int = 5, origins: bool = False) -
         params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
         note = carried_note(t) if origins else None
         lines.append(
-            f"{t.number:>5}  {t.value:>8.4f}  {attrs.get(records.EPOCHS_TRAINED, ''):>6}  "
+            f"{t.number:>5}  {primary(t):>8.4f}  {attrs.get(records.EPOCHS_TRAINED, ''):>6}  "
             f"{attrs.get(records.TRAIN_SECONDS, 0.0):>7.1f}  "
             f"{attrs.get(records.N_PARAMS, ''):>8}  {params}" + (f"  ({note})" if note else "")
         )
@@ -242,11 +267,19 @@ def version_summaries(
     out = []
     for info in versions(storage, base):
         study_id = storage.get_study_id_from_name(info.name)
-        trials = storage.get_all_trials(study_id, deepcopy=False) if counts else None
-        try:
-            best: optuna.trial.FrozenTrial | None = storage.get_best_trial(study_id)
-        except ValueError:
-            best = None
+        directions = storage.get_study_directions(study_id)
+        limits = storage.get_study_user_attrs(study_id).get("tuning.limits")
+        several = len(directions) > 1 or bool(limits)
+        trials = storage.get_all_trials(study_id, deepcopy=False) if counts or several else None
+        best: optuna.trial.FrozenTrial | None
+        if several:  # the best feasible by the primary: Optuna's best ignores limits
+            assert trials is not None
+            best = best_feasible(trials, directions)
+        else:  # one query, not every trial (a study of 10,000 trials)
+            try:
+                best = storage.get_best_trial(study_id)
+            except ValueError:
+                best = None
         data = info.data_last or info.data
         out.append(
             {
@@ -267,7 +300,7 @@ def version_summaries(
                     if trials is not None
                     else None
                 ),
-                "best_value": best.value if best is not None else None,
+                "best_value": primary(best) if best is not None else None,
                 "best_trial": best.number if best is not None else None,
                 "best_from": carried_note(best) if best is not None else None,
                 "data_rows": data.rows if data else None,
@@ -281,8 +314,8 @@ def version_summaries(
 
 def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Complete trials, best first."""
-    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
-    return Objective.of_study(study).ranked(done, lambda t: float(t.value))  # type: ignore[arg-type]
+    done = [t for t in study.get_trials(deepcopy=False) if primary(t) is not None]
+    return Objective.of_study(study).ranked(done, lambda t: float(primary(t) or 0.0))
 
 
 def _short(v: object) -> str:
@@ -312,7 +345,7 @@ def summary_markdown(
             else "."
         )
     )
-    complete = [t for t in trials if t.value is not None]
+    complete = [t for t in trials if primary(t) is not None]
     if not complete:
         lines += ["", "No trial has completed yet, so there is no best model."]
         return "\n".join(lines) + "\n"
@@ -321,16 +354,16 @@ def summary_markdown(
     params = ", ".join(f"`{k}` = {_short(v)}" for k, v in best.params.items())
     lines += [
         "",
-        f"**Winner: trial {best.number}**, {metric} = {best.value:.4f}, with {params}.",
+        f"**Winner: trial {best.number}**, {metric} = {primary(best):.4f}, with {params}.",
     ]
     if len(ranked) > 1:
         runner_up = ranked[1]
-        median = sorted(t.value for t in ranked)[len(ranked) // 2]  # type: ignore[type-var]
-        gap = abs(best.value - runner_up.value)  # type: ignore[operator]
+        median = sorted(primary(t) for t in ranked)[len(ranked) // 2]  # type: ignore[type-var]
+        gap = abs(primary(best) - primary(runner_up))  # type: ignore[operator]
         lines.append(
-            f"It beats the runner-up (trial {runner_up.number}, {runner_up.value:.4f}) by "
+            f"It beats the runner-up (trial {runner_up.number}, {primary(runner_up):.4f}) by "
             f"{gap:.4f} and the median complete trial ({median:.4f}) by "
-            f"{abs(best.value - median):.4f}."  # type: ignore[operator]
+            f"{abs(primary(best) - median):.4f}."  # type: ignore[operator]
         )
     n_params = best.user_attrs.get(records.N_PARAMS)
     epochs = best.user_attrs.get(records.EPOCHS_TRAINED)

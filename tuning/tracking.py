@@ -51,6 +51,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT  # noqa: E402
 from tuning import process  # noqa: E402
 from tuning.champion import Decision, Standing  # noqa: E402
 from tuning.config import redact  # noqa: E402
+from tuning.config.schema import MEASURES  # noqa: E402
 from tuning.errors import ConfigError, NotLearning  # noqa: E402
 from tuning.locks import store_lock  # noqa: E402
 
@@ -262,6 +263,14 @@ def _param_value(v: object) -> str:
     return text[:_PARAM_MAX]
 
 
+def _is_float(text: str | None) -> bool:
+    try:
+        float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -293,11 +302,12 @@ class Run:
         self.client = client
         self.run_id = run_id
 
-    def log_metrics(self, metrics: Mapping[str, float | None]) -> None:
-        """Log final metrics (no step); ``None`` and non-finite values are left out."""
+    def log_metrics(self, metrics: Mapping[str, float | None], *, step: int = 0) -> None:
+        """Log final metrics (at ``step``, 0 by default); ``None`` and non-finite values are
+        left out."""
         ts = _now_ms()
         batch = [
-            Metric(key=k, value=float(v), timestamp=ts, step=0)
+            Metric(key=k, value=float(v), timestamp=ts, step=step)
             for k, v in metrics.items()
             if v is not None and math.isfinite(float(v))
         ]
@@ -468,6 +478,7 @@ class ParentRun(Run):
         data_key: str,
         trial: int | None,
         data_tags: Mapping[str, str] | None = None,
+        figures: Mapping[str, float] | None = None,
     ) -> str:
         """Register the logged model as a new version of ``name``, tagged with what it was
         scored on (read back by :meth:`champion_standing`); returns the version."""
@@ -480,6 +491,7 @@ class ParentRun(Run):
             "data": data_key,
             "parent_run_id": self.run_id,
             **(data_tags or {}),
+            **{k: repr(float(v)) for k, v in (figures or {}).items()},
         }
         for attempt in range(3):
             try:
@@ -505,6 +517,7 @@ class ParentRun(Run):
             value=float(value) if value is not None else None,
             inputs=tags.get("data_inputs"),
             rows=int(rows) if rows and rows.isdigit() else None,
+            figures={k: float(tags[k]) for k in MEASURES if _is_float(tags.get(k))},
         )
 
     def record_champion(self, name: str, version: str, decision: Decision) -> Champion:

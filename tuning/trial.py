@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from tuning import backend, train
+from tuning import backend, measures, train
 from tuning.config import Experiment
 from tuning.data import Dataset
 from tuning.data.encoding import decode, load_keras
@@ -54,6 +54,7 @@ from tuning.train import Carry, EpochHook, FitResult
 
 if TYPE_CHECKING:
     from tuning.ensemble import Member
+    from tuning.selection import Selected
 
 __all__ = [
     "KeepState",
@@ -112,6 +113,7 @@ class Kept:
     value: float
     number: int
     path: Path
+    figures: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,11 +171,18 @@ class TrialResult:
     n_params: int | None = None
     fit: FitResult | None = None
     path: Path | None = None
+    figures: dict[str, float] = dataclasses.field(default_factory=dict)
+    over: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def value(self) -> float | None:
         """The objective value (the best epoch's), ``None`` before the fit returned."""
         return self.fit.value if self.fit is not None else None
+
+    @property
+    def feasible(self) -> bool:
+        """Whether the trial meets every limit it has a figure for (``over``: value - limit)."""
+        return measures.feasible(self.over)
 
 
 class Trainer:
@@ -298,6 +307,7 @@ class ModelKeeper:
         self.best_model_path: Path | None = None
         self.single: Member | None = None
         self.members: list[str] = []
+        self.selected: Selected | None = None  # the rule's choice (several objectives, limits)
 
     def save(self, model: keras.Model, name: str) -> Path:
         """Save ``model`` in the keeper's folder as ``name`` (``.keras``); returns its path."""
@@ -305,11 +315,22 @@ class ModelKeeper:
         model.save(path)
         return path
 
-    def offer(self, model: keras.Model, value: float, number: int) -> None:
+    def offer(
+        self,
+        model: keras.Model,
+        value: float,
+        number: int,
+        *,
+        figures: Mapping[str, float] | None = None,
+        feasible: bool = True,
+    ) -> None:
         """Save ``model`` when it is among the job's ``keep_n`` best so far (the best of them
-        is the job's best model); nothing with ``log_models: none``."""
+        is the job's best model); nothing with ``log_models: none``, nothing infeasible.
+        With ``selection.prefer`` (several objectives or limits), the models on the front of
+        the primary objective and the preferred measure are kept too, as candidates for
+        ``tuning.selection``."""
         objective = self.exp.objective
-        if not self.enabled:
+        if not self.enabled or not feasible:
             return
         earlier = [k for k in self.kept if k.number == number]  # a continued trial's first model
         if earlier:
@@ -325,15 +346,23 @@ class ModelKeeper:
                         first.number,
                         first.path,
                     )
-        if len(self.kept) >= self.keep_n and not objective.better(value, self.kept[-1].value):
+        prefer, figures = self.exp.prefer, dict(figures or {})
+        new = Kept(value, number, Path(self.tmp.name) / f"trial-{number}.keras", figures)
+        ranked = objective.ranked([*self.kept, new], lambda k: k.value)
+        keep = ranked[: self.keep_n]
+        if prefer is not None:
+            from tuning.selection import front  # the front of (primary, prefer)
+
+            keep += [k for k in front(ranked, objective, prefer) if k not in keep]
+        if new not in keep:
             return
-        path = self.save(model, f"trial-{number}.keras")
-        self.kept = objective.ranked([*self.kept, Kept(value, number, path)], lambda k: k.value)
-        for dropped in self.kept[self.keep_n :]:
-            dropped.path.unlink(missing_ok=True)
-        del self.kept[self.keep_n :]
+        self.save(model, new.path.name)
+        for dropped in ranked:
+            if dropped not in keep:
+                dropped.path.unlink(missing_ok=True)
+        self.kept = [k for k in ranked if k in keep]
         if objective.better(value, self.best_value):
-            self.best_value, self.best_trial, self.best_model_path = value, number, path
+            self.best_value, self.best_trial, self.best_model_path = value, number, new.path
 
     def adopt(
         self,
@@ -547,6 +576,9 @@ class TrialRunner:
         if self.learning is not None and self.learning.baseline is not None:
             # Beside the trials' curves in the MLflow UI: the trivial predictor's value.
             parent.log_metrics({f"baseline_{exp.objective.metric}": self.learning.baseline.value})
+        self.measured = measures.needed(exp)  # the measures objectives and limits name
+        # Several objectives, limits or a preferred measure: figures, feasible tag, the rule.
+        self.judged = exp.multi or bool(exp.limits) or exp.prefer is not None
 
     def run(
         self,
@@ -561,6 +593,7 @@ class TrialRunner:
         on_end: Callable[[TrialResult], None] | None = None,
         keep_state: KeepState | None = None,
         promoted_from: tuple[int, int] | None = None,
+        on_built: Callable[[TrialResult], None] | None = None,
     ) -> TrialResult:
         """Build, train, record and keep one configuration.
 
@@ -591,6 +624,9 @@ class TrialRunner:
                 promotion). With its state saved (and ``study.continue_trials``), the fit goes
                 on from it and this run logs the earlier epochs first (tag ``continued_from``);
                 else it trains from new weights and the earlier epochs count as thrown away.
+            on_built: Called with the result once the model is built and counted
+                (``n_params``), before it trains; may raise ``optuna.TrialPruned`` to refuse
+                it (a configuration over an ``n_params`` limit).
 
         Returns:
             The trial's result.
@@ -629,6 +665,7 @@ class TrialRunner:
                 self._train(
                     run, result, params, max_epochs, hooks,
                     seed=seed, recheck=recheck, keep_state=keep_state, saved=saved,
+                    on_built=on_built,
                 )  # fmt: skip
                 return result
             finally:
@@ -715,9 +752,10 @@ class TrialRunner:
         recheck: tuple[int, str] | None,
         keep_state: KeepState | None,
         saved: Saved | None,
+        on_built: Callable[[TrialResult], None] | None = None,
     ) -> None:
         """The body of :meth:`run` inside its MLflow run: build (or continue ``saved``), fit,
-        log, keep, save the state where ``keep_state`` says so."""
+        measure, log, keep, save the state where ``keep_state`` says so."""
         number, trainer, rule = result.number, self.trainer, self.learning
         seen: dict[str, list[float]] = {}  # the epochs so far, for the learning rule
 
@@ -739,6 +777,8 @@ class TrialRunner:
 
         model = trainer.build(params, number=number, max_epochs=max_epochs, seed=seed)
         result.n_params = int(model.count_params())
+        if on_built is not None:
+            on_built(result)
         carry = self.states.load(model, saved) if saved is not None else None
         fit = trainer.train(
             model, params, max_epochs=max_epochs, on_epoch=on_epoch,
@@ -748,9 +788,13 @@ class TrialRunner:
         if fit.stopped:  # complete with the value it reached, tagged as cut
             run.set_tags({"cut": fit.stopped})
         run.log_metrics({"objective": fit.value, "best_epoch": fit.best_epoch})
+        if self.judged:
+            self._judge(run, result, model)
         if recheck is None:
             self.histories[number] = fit.history
-            self.models.offer(model, fit.value, number)
+            self.models.offer(
+                model, fit.value, number, figures=result.figures, feasible=result.feasible
+            )
             if keep_state is not None and keep_state.when(fit):
                 self.states.save(
                     model, fit, number=number, params=params, max_epochs=max_epochs,
@@ -758,6 +802,25 @@ class TrialRunner:
                 )  # fmt: skip
         else:
             result.path = self.models.save(model, f"recheck-{number}-{recheck[0]}.keras")
+
+    def _judge(self, run: TrialRun, result: TrialResult, model: keras.Model) -> None:
+        """Several objectives or limits: the trial's figures (each objective's and limit's
+        value: a logged metric's at the best epoch, whose weights the model keeps, and the
+        measures), its limits met or not; logged, every objective under its name at the step
+        after the last epoch (so the run's latest value of each is the trial's), ``feasible``
+        tagged."""
+        fit, exp = result.fit, self.exp
+        assert fit is not None
+        figures = measures.measure(
+            model, self.measured, x=self.trainer.data.x_valid, cfg=exp.measures
+        )
+        for name in {o.metric for o in exp.objectives} | set(exp.limits):
+            if name in fit.history and name not in figures:
+                figures[name] = float(fit.history[name][fit.best_epoch])
+        result.figures = figures
+        result.over = measures.violations(exp.limits, figures)
+        run.log_metrics(figures, step=fit.epochs)
+        run.set_tags({"feasible": str(result.feasible).lower()})
 
     def cleanup(self) -> None:
         """Delete the kept models' folder and the saved states."""

@@ -113,8 +113,8 @@ BAD = [
         "unknown key",
         True,
         [
-            "allowed keys here: dataset, description, name, objective, search_space, study, "
-            "tracking, training"
+            "allowed keys here: dataset, description, limits, measures, name, objective, "
+            "search_space, selection, study, tracking, training"
         ],
     ),
     (
@@ -153,7 +153,7 @@ BAD = [
         "bad-sampler-type",
         lambda d, t: _set(d, "study.sampler.type", "grid"),
         "study.sampler.type",
-        "Input should be 'tpe' or 'random' (got 'grid')",
+        "Input should be 'tpe', 'random' or 'nsga2' (got 'grid')",
         True,
         [],
     ),
@@ -161,7 +161,7 @@ BAD = [
         "bad-sampler-shorthand",
         lambda d, t: _set(d, "study.sampler", "grid"),
         "study.sampler.type",
-        "Input should be 'tpe' or 'random' (got 'grid')",
+        "Input should be 'tpe', 'random' or 'nsga2' (got 'grid')",
         True,
         [],
     ),

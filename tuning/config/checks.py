@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tuning.config.schema import Experiment
+from tuning.config.schema import MEASURES, Experiment
 from tuning.errors import ConfigError
 from tuning.secrets import redact  # the public name: tuning.config.redact
 
@@ -57,11 +57,12 @@ def check_objective_for(exp: Experiment, task: str) -> None:
     """
     metric = exp.objective.metric
     known = OBJECTIVE_METRICS[task]
+    first = "objective.0" if exp.multi else "objective"
     if metric not in known:
         raise ConfigError(
             f"{metric!r} is not a validation metric of a {task} task",
             source=exp.source,
-            key="objective.metric",
+            key=f"{first}.metric",
             fix=f"use one of {', '.join(known)}",
         )
     wanted = "minimize" if metric in LOWER_IS_BETTER else "maximize"
@@ -69,9 +70,47 @@ def check_objective_for(exp: Experiment, task: str) -> None:
         raise ConfigError(
             f"{metric} should be {wanted}d, not {exp.objective.direction}d",
             source=exp.source,
-            key="objective.direction",
+            key=f"{first}.direction",
             fix=f"set direction: {wanted}",
         )
+    for i, extra in enumerate(exp.objectives[1:], start=1):
+        if extra.metric in MEASURES:
+            continue  # check_objectives: measures are minimized
+        if extra.metric not in known:
+            raise ConfigError(
+                f"{extra.metric!r} is neither a measure nor a validation metric of a {task} task",
+                source=exp.source,
+                key=f"objective.{i}.metric",
+                fix=f"use one of {', '.join((*MEASURES, *known))}",
+            )
+        wanted = "minimize" if extra.metric in LOWER_IS_BETTER else "maximize"
+        if extra.direction != wanted:
+            raise ConfigError(
+                f"{extra.metric} should be {wanted}d, not {extra.direction}d",
+                source=exp.source,
+                key=f"objective.{i}.direction",
+                fix=f"set direction: {wanted}",
+            )
+    for name in exp.limits:
+        if name in MEASURES:
+            continue
+        if name not in known:
+            raise ConfigError(
+                f"unknown limit {name!r}: neither a measure nor a validation metric of a "
+                f"{task} task",
+                source=exp.source,
+                key=f"limits.{name}",
+                fix="use one of "
+                + ", ".join((*MEASURES, *(k for k in known if k in LOWER_IS_BETTER))),
+            )
+        if name not in LOWER_IS_BETTER:
+            raise ConfigError(
+                f"a limit is an upper bound, and higher {name} is better",
+                source=exp.source,
+                key=f"limits.{name}",
+                fix="remove it, or limit a metric that is minimized: "
+                + ", ".join(LOWER_IS_BETTER),
+            )
     if task != "regression":
         for key, value in (
             ("loss", exp.training.loss),
@@ -136,6 +175,64 @@ def check_dataset(exp: Experiment) -> None:
             source=exp.source,
             key="dataset.path",
             fix="give a path relative to the experiment file",
+        )
+
+
+@register_check
+def check_objectives(exp: Experiment) -> None:
+    """Several objectives: no metric twice, measures minimized, the primary a Keras metric, a
+    ``selection.prefer`` that is a measure, and an engine and a pruner that can take them."""
+    objectives = exp.objectives
+    seen: set[str] = set()
+    for i, o in enumerate(objectives):
+        key = f"objective.{i}" if exp.multi else "objective"
+        if o.metric in seen:
+            raise ConfigError(
+                f"{o.metric!r} is listed twice",
+                source=exp.source,
+                key=f"{key}.metric",
+                fix="give each objective once",
+            )
+        seen.add(o.metric)
+        if o.metric in MEASURES and i == 0:
+            raise ConfigError(
+                f"the primary (first) objective must be a validation metric, not {o.metric}",
+                source=exp.source,
+                key=f"{key}.metric",
+                fix="put a validation metric first, e.g. val_accuracy, then the measure",
+            )
+        if o.metric in MEASURES and o.direction != "minimize":
+            raise ConfigError(
+                f"{o.metric} should be minimized, not maximized",
+                source=exp.source,
+                key=f"{key}.direction",
+                fix="set direction: minimize",
+            )
+    prefer = exp.selection.prefer
+    if prefer is not None and prefer not in MEASURES:
+        raise ConfigError(
+            f"unknown measure {prefer!r}",
+            source=exp.source,
+            key="selection.prefer",
+            fix=f"use one of {', '.join(MEASURES)}, or remove it",
+        )
+    if exp.study.engine == "keras_tuner" and (exp.multi or exp.limits):
+        lacks = " and ".join(
+            w for w, on in (("a Pareto front", exp.multi), ("constraints", exp.limits)) if on
+        )
+        raise ConfigError(
+            f"engine keras_tuner lacks {lacks}: it takes one objective and no limits",
+            source=exp.source,
+            key="objective" if exp.multi else "limits",
+            fix="set study.engine: optuna, or keep one objective and no limits",
+        )
+    if exp.multi and exp.study.pruner.type == "hyperband":
+        raise ConfigError(
+            "Optuna's pruners refuse several objectives; with them this tool prunes by its "
+            "median rule on the primary objective only",
+            source=exp.source,
+            key="study.pruner.type",
+            fix="set study.pruner: median (or none)",
         )
 
 

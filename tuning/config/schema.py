@@ -13,10 +13,20 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from tuning.config.space import SearchSpace
-from tuning.objective import Ranking
+from tuning.objective import Objective, Ranking
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -91,12 +101,51 @@ class ObjectiveConfig(_Model, Ranking):
     direction: Literal["minimize", "maximize"] = Field(
         default="minimize", description="minimize or maximize"
     )
+    # With several objectives (``objective:`` a list), the ones after this, the primary.
+    _rest: tuple[Objective, ...] = PrivateAttr(default=())
+
+
+MEASURES = ("n_params", "model_bytes", "latency_ms")
+
+
+class MeasuresConfig(_Model):
+    """How the model-size and speed measures are taken (``tuning.measures``)."""
+
+    latency_batch: int = Field(
+        default=256,
+        ge=1,
+        description="latency_ms: rows per prediction batch (the first rows of the validation "
+        "split, repeated if fewer); the figure is the batch's time divided by its rows",
+    )
+    latency_repeats: int = Field(
+        default=5, ge=1, description="latency_ms: timed batches; the median counts"
+    )
+    latency_warmup: int = Field(
+        default=2, ge=0, description="latency_ms: untimed batches first (compiling, caches)"
+    )
+
+
+class SelectionConfig(_Model):
+    """Which trained model a job keeps when there are several objectives or limits."""
+
+    prefer: str | None = Field(
+        default=None,
+        description="among the feasible models whose primary objective is not worse than the "
+        "best feasible's beyond noise (a paired test on the validation rows), keep the one "
+        "lowest on this measure (n_params, model_bytes or latency_ms); default: the second "
+        "objective when it is a measure, else none (the best feasible by the primary)",
+    )
 
 
 class SamplerConfig(_Model):
     """The Optuna sampler, named with its options so a resumed study samples the same way."""
 
-    type: Literal["tpe", "random"] = Field(default="tpe", description="tpe or random")
+    type: Literal["tpe", "random", "nsga2"] = Field(
+        default="tpe", description="tpe, random or nsga2 (several objectives)"
+    )
+    population_size: int = Field(
+        default=20, ge=2, description="individuals per generation (nsga2 only)"
+    )
     seed: int | None = Field(default=None, description="sampler seed (default: study.seed)")
     n_startup_trials: int = Field(
         default=5, ge=0, description="random trials before TPE starts modelling (tpe only)"
@@ -373,7 +422,21 @@ class Experiment(_Model):
         "inline"
     )
     objective: ObjectiveConfig = Field(
-        default_factory=ObjectiveConfig, description="{metric: ..., direction: ...}"
+        default_factory=ObjectiveConfig,
+        description="{metric: ..., direction: ...}, or a list of them (several objectives, "
+        "the first primary; the others may be n_params, model_bytes, latency_ms)",
+    )
+    limits: dict[str, float] = Field(
+        default_factory=dict,
+        description="upper bounds a trial must meet to count (feasible), e.g. {n_params: "
+        "300000, latency_ms: 0.05}: n_params, model_bytes, latency_ms or a logged metric",
+    )
+    selection: SelectionConfig = Field(
+        default_factory=SelectionConfig,
+        description="{prefer: latency_ms}: the job's model with several objectives or limits",
+    )
+    measures: MeasuresConfig = Field(
+        default_factory=MeasuresConfig, description="how latency_ms is measured"
     )
     study: StudyConfig = Field(default_factory=StudyConfig, description="the Optuna study")
     training: TrainingConfig = Field(
@@ -388,6 +451,69 @@ class Experiment(_Model):
         if not _NAME.match(v):
             raise ValueError(f"must be letters, digits, '.', '_' or '-' (got {v!r})")
         return v
+
+    @field_validator("objective", mode="wrap")
+    @classmethod
+    def _objectives(cls, v: object, handler: ValidatorFunctionWrapHandler) -> ObjectiveConfig:
+        """A list of objectives: the first is ``objective`` (the primary), the rest ride on it."""
+        if not isinstance(v, list):
+            return handler(v)  # type: ignore[no-any-return]
+        if not v:
+            raise ValueError("a list of objectives needs at least one {metric, direction}")
+        parsed: list[ObjectiveConfig] = []
+        for i, item in enumerate(v):
+            if not isinstance(item, dict):
+                raise ValueError(
+                    f"item {i} must be a mapping {{metric, direction}} (got {item!r})"
+                )
+            try:
+                parsed.append(ObjectiveConfig.model_validate(item))
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(p) for p in first.get("loc", ()))
+                got = f" (got {first['input']!r})" if "input" in first else ""
+                raise ValueError(f"item {i}: {where}: {first['msg']}{got}") from None
+        primary = parsed[0]
+        primary._rest = tuple(Objective(o.metric, o.direction) for o in parsed[1:])
+        return primary
+
+    @field_serializer("objective")
+    def _dump_objective(self, objective: ObjectiveConfig) -> object:
+        """The list form again where there are several objectives (``config.yaml`` reloads)."""
+        first = {"metric": objective.metric, "direction": objective.direction}
+        if not objective._rest:
+            return first
+        return [first, *({"metric": o.metric, "direction": o.direction} for o in objective._rest)]
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _limits(cls, v: object) -> object:
+        if not isinstance(v, dict):
+            raise ValueError(f"must be a mapping of measure or metric -> upper bound (got {v!r})")
+        for key, bound in v.items():
+            if isinstance(bound, bool) or not isinstance(bound, int | float) or not bound > 0:
+                raise ValueError(f"{key}: a limit must be a positive number (got {bound!r})")
+        return v
+
+    @property
+    def objectives(self) -> tuple[Objective, ...]:
+        """Every objective, the primary (:attr:`objective`) first; one unless a list was given."""
+        o = self.objective
+        return (Objective(o.metric, o.direction), *o._rest)
+
+    @property
+    def multi(self) -> bool:
+        """Several objectives (a Pareto front) rather than one."""
+        return len(self.objectives) > 1
+
+    @property
+    def prefer(self) -> str | None:
+        """The measure the job's model is chosen small on, among those within noise of the
+        best (``selection.prefer``, else the second objective when it is a measure)."""
+        if self.selection.prefer is not None:
+            return self.selection.prefer
+        rest = self.objective._rest
+        return rest[0].metric if rest and rest[0].metric in MEASURES else None
 
     # Set by load_experiment, not read from the file.
     _source: str = ""

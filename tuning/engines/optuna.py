@@ -12,6 +12,13 @@ attribute ``not_learning``: FAIL would hide it from TPE, which would sample the 
 again, while TPE ranks a pruned trial below every complete one (by the epochs it reached and its
 last reported value, reported before it ended), and a pruned trial has no value, so it is never
 the study's best nor re-checked.
+
+With several objectives (``Experiment.objectives``) the study has one direction per objective
+and a trial's values are theirs, in order; with ``limits`` each trial gets one constraint per
+limit (``Trial.set_constraint``: value - limit), a configuration over an ``n_params`` limit is
+refused before it trains, and "best" means the best feasible by the primary objective. Optuna's
+pruners refuse several objectives, so those are pruned by this engine's median rule on the
+primary (:meth:`OptunaEngine._median_rule`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 import heapq
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import optuna
@@ -95,9 +102,18 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
 
 
 def make_sampler(cfg: SamplerConfig, *, seed: int) -> optuna.samplers.BaseSampler:
-    """The configured sampler with every option spelled out (Optuna 5 changed TPE's defaults)."""
+    """The configured sampler with every option spelled out (Optuna 5 changed TPE's defaults).
+
+    TPE and NSGA-II take several objectives; both read each trial's constraints (Optuna 5's
+    ``Trial.set_constraint``, which the engine sets for every limit, so no ``constraints_func``:
+    deprecated in Optuna 5): TPE ranks infeasible trials (complete or refused before training)
+    by their total violation, below every feasible one; NSGA-II's constrained domination puts
+    feasible trials first.
+    """
     if cfg.type == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if cfg.type == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=cfg.population_size)
     options = {
         "seed": seed,
         "n_startup_trials": cfg.n_startup_trials,
@@ -135,28 +151,62 @@ def open_study(exp: Experiment) -> optuna.Study:
         ConfigError: if the storage cannot be opened, or the stored study optimizes in the
             other direction.
     """
+    directions = [o.direction for o in exp.objectives]
     study = optuna.create_study(
         storage=storage.open_storage(exp),
         study_name=exp.study_name,
-        direction=exp.objective.direction,
+        directions=directions,
         load_if_exists=True,
         sampler=optuna.samplers.RandomSampler(),  # replaced below, once the trial count is known
-        pruner=make_pruner(exp.study.pruner, max_epochs=exp.training.max_epochs),
+        # Optuna's pruners refuse several objectives (trial.report raises): the engine's own
+        # median rule on the primary prunes those (OptunaEngine._epoch_reporter).
+        pruner=make_pruner(
+            exp.study.pruner if not exp.multi else PrunerConfig(type="none"),
+            max_epochs=exp.training.max_epochs,
+        ),
     )
-    stored = study.direction.name.lower()
-    if stored != exp.objective.direction:
+    stored = [d.name.lower() for d in study.directions]
+    if stored != directions:
         raise ConfigError(
-            f"the stored study {exp.study_name!r} is {stored}d, this experiment "
-            f"{exp.objective.direction}s",
+            f"the stored study {exp.study_name!r} has directions {stored}, this experiment's "
+            f"objectives {directions}",
             source=exp.source,
-            key="objective.direction",
-            fix=f"set direction: {stored}, or give a new study.name",
+            key="objective.direction" if len(stored) == len(directions) == 1 else "objective",
+            fix=f"give objectives with directions {stored}, or a new study.name",
         )
+    _record_objectives(study, exp)
     base = exp.study.sampler.seed if exp.study.sampler.seed is not None else exp.study.seed
     # Workers started together see the same trial count: their index keeps their seeds apart.
     worker = int(os.environ.get("TUNING_WORKER", "0") or 0)
     study.sampler = make_sampler(exp.study.sampler, seed=base + len(study.trials) + 7919 * worker)
     return study
+
+
+OBJECTIVES = "tuning.objectives"  # study user attrs: the objectives and limits, for readers
+LIMITS = "tuning.limits"
+FEASIBLE = "feasible"  # trial user attr: every limit met
+CURVE = "primary_curve"  # trial user attr (several objectives): the primary per epoch
+
+
+def _record_objectives(study: optuna.Study, exp: Experiment) -> None:
+    """The study's objectives and limits as study user attrs (readers without the experiment:
+    ``tuning show``, the Pareto views); written when they differ from what is stored."""
+    objectives = [{"metric": o.metric, "direction": o.direction} for o in exp.objectives]
+    attrs = study.user_attrs
+    if attrs.get(OBJECTIVES) != objectives:
+        study.set_user_attr(OBJECTIVES, objectives)
+    if attrs.get(LIMITS, {}) != dict(exp.limits) or (exp.limits and LIMITS not in attrs):
+        study.set_user_attr(LIMITS, dict(exp.limits))
+
+
+def _fmt(value: float) -> str:
+    """A figure for a terminal line: whole numbers with separators, others to 4 digits."""
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:.4g}"
+
+
+def feasible_trial(t: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial met every limit (its constraints <= 0; no limits: always)."""
+    return all(v <= 0 for v in t.constraints.values())
 
 
 class OptunaEngine(Engine):
@@ -233,7 +283,10 @@ class OptunaEngine(Engine):
         records.record_fixed(trial, params, self.ctx.exp.space.specs)
         self.numbers.add(trial.number)
 
+        opened_run: list[TrialRun] = []
+
         def opened(run: TrialRun) -> None:
+            opened_run.append(run)
             trial.set_user_attr(records.MLFLOW_RUN_ID, run.run_id)
             trial.set_user_attr(records.BACKEND, backend.current() or "")
 
@@ -244,6 +297,8 @@ class OptunaEngine(Engine):
                 trial.set_user_attr(records.N_PARAMS, result.n_params)
             if result.fit is not None and result.fit.stopped:
                 trial.set_user_attr(records.CUT, result.fit.stopped)
+            if result.fit is not None and self.ctx.runner.judged:
+                self._judged(trial, result)
 
         try:
             result = self.ctx.runner.run(
@@ -253,6 +308,7 @@ class OptunaEngine(Engine):
                 on_open=opened,
                 on_end=ended,
                 keep_state=self._keep_state(),
+                on_built=self._refuse_over(trial, opened_run),
             )
         except NotLearning as e:  # PRUNED, told apart by its attribute (see the module's doc)
             trial.set_user_attr(records.NOT_LEARNING, str(e))
@@ -264,7 +320,51 @@ class OptunaEngine(Engine):
             trial.set_user_attr(records.REASON, reason)
             raise
         assert result.value is not None  # the fit returned
-        return float(result.value)
+        if not self.ctx.exp.multi:
+            return float(result.value)
+        values = [float(result.value)]
+        values += [float(result.figures[o.metric]) for o in self.ctx.exp.objectives[1:]]
+        return values  # type: ignore[return-value]  # optuna takes a sequence with directions
+
+    def _refuse_over(
+        self, trial: optuna.Trial, opened_run: list[TrialRun]
+    ) -> Callable[[TrialResult], None] | None:
+        """The hook that refuses a built model over an ``n_params`` limit before it trains.
+
+        The trial ends PRUNED, its reason says by how much it was over, and its constraint
+        (``n_params - limit`` > 0) is set: TPE counts it among the infeasible trials, ranked by
+        how far over they are, which steers it away from such sizes (a PRUNED trial without a
+        constraint would weigh nothing in a multi-objective TPE); NSGA-II ignores it.
+        """
+        limit = self.ctx.exp.limits.get("n_params")
+        if limit is None:
+            return None
+
+        def refuse(result: TrialResult) -> None:
+            n = result.n_params
+            assert n is not None
+            if n <= limit:
+                return
+            trial.set_user_attr(records.N_PARAMS, n)
+            trial.set_user_attr(FEASIBLE, False)
+            trial.set_constraint("n_params", n - limit)
+            if opened_run:
+                opened_run[0].set_tags({"feasible": "false"})
+            raise optuna.TrialPruned(
+                f"refused before training: n_params {n:,} over the limit {limit:,.0f}"
+            )
+
+        return refuse
+
+    def _judged(self, trial: optuna.Trial, result: TrialResult) -> None:
+        """A trained trial's measures and limits on the study: user attrs (``n_params``,
+        ``model_bytes``, ``latency_ms``, ``feasible``), a constraint per limit."""
+        for name in ("model_bytes", "latency_ms"):
+            if name in result.figures:
+                trial.set_user_attr(name, result.figures[name])
+        trial.set_user_attr(FEASIBLE, result.feasible)
+        for name, over in result.over.items():
+            trial.set_constraint(name, over)
 
     def _keep_state(self) -> KeepState | None:
         """What the runner saves to continue later: a trial cut by its slice of the budget or
@@ -293,12 +393,20 @@ class OptunaEngine(Engine):
         monitor = exp.objective.metric
         slice_end = self._slice_end()
 
+        curve: list[float] = []
+
         def report_epoch(epoch: int, logs: Mapping[str, float]) -> None:
             value = logs.get(monitor)
             if value is None or not is_finite(value):
                 return  # fit() turns a missing or NaN objective into TrialFailed
-            trial.report(float(value), epoch)
-            if trial.should_prune():
+            if exp.multi:
+                curve.append(float(value))
+                trial.set_user_attr(CURVE, curve)
+                prune = self._median_rule(trial, curve)
+            else:
+                trial.report(float(value), epoch)
+                prune = trial.should_prune()
+            if prune:
                 raise optuna.TrialPruned(
                     f"pruned after epoch {epoch + 1} with {monitor}={value:.4g}"
                 )
@@ -318,6 +426,34 @@ class OptunaEngine(Engine):
 
         return report_epoch
 
+    def _median_rule(self, trial: optuna.Trial, curve: list[float]) -> bool:
+        """The pruning rule with several objectives (Optuna's pruners refuse them): Optuna's
+        median rule, on the primary objective alone. After ``pruner.n_warmup_steps`` epochs,
+        once ``pruner.n_startup_trials`` trials have finished (complete or pruned) with a
+        recorded curve reaching this epoch, the trial is pruned when its best primary value so
+        far is worse than the median of theirs at the same epoch. ``pruner: none`` never
+        prunes."""
+        cfg, objective = self.ctx.exp.study.pruner, self.ctx.exp.objective
+        epoch = len(curve) - 1
+        if cfg.type != "median" or epoch < cfg.n_warmup_steps:
+            return False
+        assert self.study is not None
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        others = [
+            objective.best(c[: epoch + 1])
+            for t in self.study.get_trials(deepcopy=False, states=finished)
+            if t.number != trial.number
+            and isinstance(c := t.user_attrs.get(CURVE), list)
+            and len(c) > epoch
+        ]
+        if len(others) < max(cfg.n_startup_trials, 1):
+            return False
+        ranked = sorted(others, key=objective.sort_key)
+        median = ranked[(len(ranked) - 1) // 2] if len(ranked) % 2 else (
+            (ranked[len(ranked) // 2 - 1] + ranked[len(ranked) // 2]) / 2
+        )  # fmt: skip
+        return objective.better(median, objective.best(curve))
+
     def _slice_end(self) -> float | None:
         """When this trial's share of a time budget ends: ``1/min_configs`` of the search's
         time, so a budgeted job compares at least ``min_configs`` configurations (the pruner
@@ -331,19 +467,33 @@ class OptunaEngine(Engine):
         """Optuna's trial-end callback: the trial's terminal line, then a requested stop."""
         state = records.state(trial)
         attrs = trial.user_attrs
-        try:
-            best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
-        except ValueError:
-            best = "no complete trial yet"
+        top = self._best()
+        if top is None:
+            best = "no feasible complete trial yet" if self.ctx.exp.limits else (
+                "no complete trial yet"
+            )  # fmt: skip
+        else:
+            best = f"best {top.values[0]:.4f} (#{top.number})"
+        reason = attrs.get(records.REASON if state != "complete" else records.CUT, "")
+        if self.ctx.runner.judged and state == "complete":
+            shown = ", ".join(
+                f"{o.metric}={_fmt(trial.values[i])}"
+                for i, o in enumerate(self.ctx.exp.objectives)
+                if i > 0
+            )
+            feasible = "feasible" if feasible_trial(trial) else "over " + ", ".join(
+                k for k, v in trial.constraints.items() if v > 0
+            )  # fmt: skip
+            reason = "; ".join(x for x in (shown, feasible, reason) if x)
         line = trial_line(
             trial.number,
             state,
             metric=self.ctx.exp.objective.metric,
-            value=trial.value,
+            value=trial.values[0] if trial.values else None,
             epochs=attrs.get(records.EPOCHS_TRAINED, 0),
             seconds=attrs.get(records.TRAIN_SECONDS, 0.0),
             best=best,
-            reason=attrs.get(records.REASON if state != "complete" else records.CUT, ""),
+            reason=reason,
         )
         self.ctx.say(line)
         check_stop()
@@ -358,27 +508,36 @@ class OptunaEngine(Engine):
         for t in trials:  # this job's own trials, not other workers'
             if t.number in self.numbers:
                 added[records.state(t)] += 1
-        try:
-            best = study.best_trial
-        except ValueError:
+        best = self._best()
+        if best is None:
             return Outcome(counts=counts, added=added)
         return Outcome(
             counts=counts,
             added=added,
             best_trial=best.number,
-            best_value=best.value,
+            best_value=best.values[0],
             best_params=records.params(best),
             best_run_id=records.run_id(best),
         )
 
-    def ranked(self, k: int) -> list[Ranked]:
+    def _feasible_ranked(self) -> list[optuna.trial.FrozenTrial]:
+        """Complete trials meeting every limit, best first by the primary objective."""
         if self.study is None:
             return []
         done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        done = self.ctx.exp.objective.ranked(done, lambda t: float(t.value))  # type: ignore[arg-type]
+        done = [t for t in done if feasible_trial(t)]
+        return self.ctx.exp.objective.ranked(done, lambda t: float(t.values[0]))
+
+    def _best(self) -> optuna.trial.FrozenTrial | None:
+        """The best feasible complete trial by the primary objective (Optuna's ``best_trial``
+        with one objective, where ties keep the earliest)."""
+        ranked = self._feasible_ranked()
+        return ranked[0] if ranked else None
+
+    def ranked(self, k: int) -> list[Ranked]:
         return [
-            Ranked(t.number, float(t.value), records.params(t), records.run_id(t))  # type: ignore[arg-type]
-            for t in done[:k]
+            Ranked(t.number, float(t.values[0]), records.params(t), records.run_id(t))
+            for t in self._feasible_ranked()[:k]
         ]
 
     def reports(self, out_dir: Path) -> list[Path]:

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tuning import records  # noqa: E402
+from tuning import pareto, records  # noqa: E402
 from tuning.lineage import CARRIED_FROM, versions  # noqa: E402
 from tuning.objective import Objective  # noqa: E402
 from tuning.process import is_dead  # noqa: E402
@@ -67,16 +67,29 @@ def last_trial_time(trials: Iterable[optuna.trial.FrozenTrial]) -> Any:
     return max((t for t in times if t is not None), default=None)
 
 
+def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
+    """A trial's (primary) objective value, for one objective or several (``trial.value``
+    raises on a multi-objective trial); ``None`` until it completes."""
+    values = trial.values
+    return float(values[0]) if values else None
+
+
 def trials_table(study: optuna.Study) -> list[dict[str, object]]:
     """One row per trial: number, state, value, params, epochs, seconds, n_params, reason."""
     rows = []
+    objectives = pareto.objectives_of(study) if pareto.is_multi(study) else ()
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         rows.append(
             {
                 "number": t.number,
                 "state": t.state.name.lower(),
-                "value": t.value,
+                "value": primary_value(t),
+                **{  # several objectives: each under its name, the primary also as `value`
+                    o.metric: (t.values[i] if t.values and len(t.values) > i else None)
+                    for i, o in enumerate(objectives)
+                },
+                **({pareto.FEASIBLE: pareto.is_feasible(t)} if objectives else {}),
                 **{f"params_{k}": v for k, v in records.params(t).items()},
                 records.EPOCHS_TRAINED: attrs.get(records.EPOCHS_TRAINED),
                 records.TRAIN_SECONDS: attrs.get(records.TRAIN_SECONDS),
@@ -95,11 +108,21 @@ def write_job_reports(
     metric: str,
     out_dir: Path,
 ) -> list[Path]:
-    """Write the parent run's report files into ``out_dir`` and return their paths."""
+    """Write the parent run's report files into ``out_dir`` and return their paths.
+
+    A study with several objectives gets its front instead of the single-objective plots
+    (:func:`write_front_reports`); the trials table and learning curves are the same.
+    """
     paths = []
     table = out_dir / "trials.csv"
     pd.DataFrame(trials_table(study)).to_csv(table, index=False)
     paths.append(table)
+    if pareto.is_multi(study):
+        return (
+            paths
+            + write_front_reports(study, out_dir)
+            + _learning_curves(study, histories, pareto.objectives_of(study)[0], out_dir)
+        )
 
     done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
     if done:
@@ -120,8 +143,53 @@ def write_job_reports(
         paths.append(path)
         paths += _optuna_plots(study, out_dir)
 
+    return paths + _learning_curves(study, histories, Objective.of_study(study, metric), out_dir)
+
+
+def write_front_reports(study: optuna.Study, out_dir: Path) -> list[Path]:
+    """A multi-objective study's front: ``pareto_front.csv`` (every complete trial: objectives,
+    limited figures, feasible, on the front), ``pareto_front.png`` (primary against second
+    objective) and Optuna's interactive ``pareto_front.html`` (infeasible trials greyed)."""
+    front = pareto.Front.of(study)
+    path = out_dir / "pareto_front.csv"
+    pd.DataFrame(front.rows).to_csv(path, index=False)
+    paths = [path]
+    if not front.rows:
+        return paths
+    paths.append(
+        pareto.front_plot(
+            front.rows,
+            front.objectives,
+            path=out_dir / "pareto_front.png",
+            title=f"Pareto front: {study.study_name}",
+        )
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            fig = optuna.visualization.plot_pareto_front(
+                study,
+                target_names=[o.metric for o in front.objectives],
+                constraints_func=lambda t: [1.0 if not pareto.is_feasible(t) else 0.0],
+            )
+            html = out_dir / "pareto_front.html"
+            fig.write_html(html, include_plotlyjs="cdn")
+            paths.append(html)
+        except (ValueError, RuntimeError, ImportError):
+            pass  # too few trials, or no plotly: the PNG stands alone
+    return paths
+
+
+def _learning_curves(
+    study: optuna.Study,
+    histories: Mapping[int, Mapping[str, list[float]]],
+    objective: Objective,
+    out_dir: Path,
+) -> list[Path]:
+    """The learning curves of this job's top five trials by ``objective``."""
+    paths: list[Path] = []
+    metric = objective.metric
     if histories:
-        objective = Objective.of_study(study, metric)
         ranked = objective.ranked(
             (n for n in histories if metric in histories[n]),
             lambda n: objective.best(histories[n][metric]),
@@ -200,7 +268,8 @@ def results_table(study: optuna.Study, *, top: int = 5, origins: bool = False) -
         params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
         note = carried_note(t) if origins else None
         lines.append(
-            f"{t.number:>5}  {t.value:>8.4f}  {attrs.get(records.EPOCHS_TRAINED, ''):>6}  "
+            f"{t.number:>5}  {primary_value(t) or 0.0:>8.4f}  "
+            f"{attrs.get(records.EPOCHS_TRAINED, ''):>6}  "
             f"{attrs.get(records.TRAIN_SECONDS, 0.0):>7.1f}  "
             f"{attrs.get(records.N_PARAMS, ''):>8}  {params}" + (f"  ({note})" if note else "")
         )
@@ -239,10 +308,7 @@ def version_summaries(
     for info in versions(storage, base):
         study_id = storage.get_study_id_from_name(info.name)
         trials = storage.get_all_trials(study_id, deepcopy=False)
-        try:
-            best: optuna.trial.FrozenTrial | None = storage.get_best_trial(study_id)
-        except ValueError:
-            best = None
+        best = _best_of(storage, info.name, study_id)
         data = info.data_last or info.data
         out.append(
             {
@@ -255,7 +321,7 @@ def version_summaries(
                 "trials": len(trials),
                 "states": {k: n for k, n in state_counts(trials).items() if n},
                 "carried": sum(1 for t in trials if CARRIED_FROM in t.user_attrs),
-                "best_value": best.value if best is not None else None,
+                "best_value": primary_value(best) if best is not None else None,
                 "best_trial": best.number if best is not None else None,
                 "best_from": carried_note(best) if best is not None else None,
                 "data_rows": data.rows if data else None,
@@ -267,10 +333,30 @@ def version_summaries(
     return out
 
 
+def _best_of(
+    storage: optuna.storages.BaseStorage, name: str, study_id: int
+) -> optuna.trial.FrozenTrial | None:
+    """A stored study's best trial; with several objectives the front's chosen trial
+    (:func:`tuning.pareto.chosen`); ``None`` before one completes."""
+    if len(storage.get_study_directions(study_id)) > 1:
+        study = optuna.load_study(study_name=name, storage=storage)
+        return pareto.chosen(study.get_trials(deepcopy=False), pareto.objectives_of(study))
+    try:
+        return storage.get_best_trial(study_id)
+    except ValueError:
+        return None
+
+
 def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Complete trials, best first."""
-    done = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
-    return Objective.of_study(study).ranked(done, lambda t: float(t.value))  # type: ignore[arg-type]
+    """Complete trials, best first; with several objectives the feasible ones, by the primary
+    objective."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.values]
+    if pareto.is_multi(study):
+        done = [t for t in done if pareto.is_feasible(t)]
+        objective = pareto.objectives_of(study)[0]
+    else:
+        objective = Objective.of_study(study)
+    return objective.ranked(done, lambda t: float(t.values[0]))
 
 
 def _short(v: object) -> str:
@@ -294,25 +380,28 @@ def summary_markdown(
         f"{len(trials)} trials: {counts.get('complete', 0)} complete, "
         f"{counts.get('pruned', 0)} pruned, {counts.get('fail', 0)} failed."
     )
-    complete = [t for t in trials if t.value is not None]
+    if pareto.is_multi(study):
+        return _front_markdown(study, lines, test_scores)
+    complete = [t for t in trials if primary_value(t) is not None]
     if not complete:
         lines += ["", "No trial has completed yet, so there is no best model."]
         return "\n".join(lines) + "\n"
     ranked = _ranked(study)
     best = ranked[0]
+    value = {t.number: float(t.values[0]) for t in ranked}
     params = ", ".join(f"`{k}` = {_short(v)}" for k, v in best.params.items())
     lines += [
         "",
-        f"**Winner: trial {best.number}**, {metric} = {best.value:.4f}, with {params}.",
+        f"**Winner: trial {best.number}**, {metric} = {value[best.number]:.4f}, with {params}.",
     ]
     if len(ranked) > 1:
         runner_up = ranked[1]
-        median = sorted(t.value for t in ranked)[len(ranked) // 2]  # type: ignore[type-var]
-        gap = abs(best.value - runner_up.value)  # type: ignore[operator]
+        median = sorted(value.values())[len(ranked) // 2]
+        gap = abs(value[best.number] - value[runner_up.number])
         lines.append(
-            f"It beats the runner-up (trial {runner_up.number}, {runner_up.value:.4f}) by "
-            f"{gap:.4f} and the median complete trial ({median:.4f}) by "
-            f"{abs(best.value - median):.4f}."  # type: ignore[operator]
+            f"It beats the runner-up (trial {runner_up.number}, {value[runner_up.number]:.4f}) "
+            f"by {gap:.4f} and the median complete trial ({median:.4f}) by "
+            f"{abs(value[best.number] - median):.4f}."
         )
     n_params = best.user_attrs.get(records.N_PARAMS)
     epochs = best.user_attrs.get(records.EPOCHS_TRAINED)
@@ -324,6 +413,32 @@ def summary_markdown(
     if test_scores:
         scores = ", ".join(f"{k} = {v:.4f}" for k, v in test_scores.items())
         lines.append(f"This job's best model on the held-out test split: {scores}.")
+    return "\n".join(lines) + "\n"
+
+
+def _front_markdown(
+    study: optuna.Study, lines: list[str], test_scores: Mapping[str, float]
+) -> str:
+    """The rest of :func:`summary_markdown` for a study with several objectives: its front."""
+    front = pareto.Front.of(study)
+    if front.chosen is None:
+        lines += ["", "No feasible trial has completed yet, so there is no front."]
+        return "\n".join(lines) + "\n"
+    row = next(r for r in front.rows if r["trial"] == front.chosen)
+    shown = ", ".join(f"{o.metric} = {pareto._fmt(row[o.metric])}" for o in front.objectives)
+    lines += [
+        "",
+        f"**Front: {len(front.front)} trial(s)** not beaten on every objective by another "
+        f"feasible trial ({front.feasible} feasible of {len(front.rows)} complete). Chosen "
+        f"(best {front.objectives[0].metric} on the front): **trial {front.chosen}**, {shown}.",
+        "",
+        "```",
+        *front.lines(),
+        "```",
+    ]
+    if test_scores:
+        scores = ", ".join(f"{k} = {v:.4f}" for k, v in test_scores.items())
+        lines.append(f"This job's model on the held-out test split: {scores}.")
     return "\n".join(lines) + "\n"
 
 
@@ -356,11 +471,12 @@ def compare_studies(
             rows.append(row)
             continue
         best = ranked[0]
-        best_value = float(best.value)  # type: ignore[arg-type]
+        best_value = float(primary_value(best))  # type: ignore[arg-type]
         start = trials[0].datetime_start
         reached_trials = reached_seconds = None
         for i, t in enumerate(trials, start=1):
-            if t.value is not None and abs(t.value - best_value) <= within * abs(best_value):
+            value = primary_value(t)
+            if value is not None and abs(value - best_value) <= within * abs(best_value):
                 reached_trials = i
                 end = t.datetime_complete or t.datetime_start
                 reached_seconds = (end - start).total_seconds()  # type: ignore[operator]
@@ -382,7 +498,7 @@ def best_so_far_plot(studies: list[optuna.Study], *, metric: str, path: Path) ->
     """Best-so-far validation score against wall-clock seconds, one line per study."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for study in studies:
-        objective = Objective.of_study(study)
+        objective = pareto.objectives_of(study)[0]
         trials = sorted(
             (t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None),
             key=lambda t: t.datetime_start,  # type: ignore[arg-type,return-value]
@@ -390,14 +506,16 @@ def best_so_far_plot(studies: list[optuna.Study], *, metric: str, path: Path) ->
         if not trials:
             continue
         start = trials[0].datetime_start
-        xs, ys, best = [], [], None
+        xs: list[float] = []
+        ys: list[float] = []
+        best: float | None = None
         for t in trials:
-            if t.value is None or t.datetime_complete is None:
+            value = primary_value(t)
+            if value is None or t.datetime_complete is None:
                 continue
-            v = float(t.value)
-            best = v if objective.better(v, best) else best
+            best = value if objective.better(value, best) else best
             xs.append((t.datetime_complete - start).total_seconds())  # type: ignore[operator]
-            ys.append(best)
+            ys.append(value if best is None else best)
         ax.step(xs, ys, where="post", label=study.study_name)
     ax.set_xlabel("wall-clock seconds since the study's first trial")
     ax.set_ylabel(f"best {metric} so far")

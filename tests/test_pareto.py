@@ -1,0 +1,162 @@
+"""A multi-objective study's front: feasibility, Optuna's non-dominated sort, the table, the plot,
+the hypervolume, and the parent run's front reports, on a real SQLite-stored Optuna study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+from tuning import pareto, report
+from tuning.objective import Objective
+
+ACC = Objective("val_accuracy", "maximize")
+LAT = Objective("latency_ms", "minimize")
+LIMITS = {"n_params": 100_000.0}
+
+# trial: (val_accuracy, latency_ms, n_params); n_params over 100k is infeasible
+POINTS = [
+    (0.90, 10.0, 90_000),  # 0 front
+    (0.80, 5.0, 20_000),  # 1 front
+    (0.85, 12.0, 50_000),  # 2 dominated by 0
+    (0.95, 30.0, 400_000),  # 3 best accuracy but infeasible
+    (0.70, 2.0, 5_000),  # 4 front (fastest)
+    (0.70, 6.0, 6_000),  # 5 dominated by 1 and 4
+]
+
+
+def make_study(storage: str, name: str = "mo", points=POINTS) -> optuna.Study:
+    """A two-objective study as the job writes it (the contract): values, figures, feasible,
+    constraints in sorted(limits) order, objectives and limits in the study's user attrs."""
+    study = optuna.create_study(
+        storage=storage, study_name=name, directions=["maximize", "minimize"]
+    )
+    study.set_user_attr(
+        pareto.OBJECTIVES_ATTR,
+        [{"metric": o.metric, "direction": o.direction} for o in (ACC, LAT)],
+    )
+    study.set_user_attr(pareto.LIMITS_ATTR, LIMITS)
+    for acc, lat, n in points:
+        constraints = [n - LIMITS[k] for k in sorted(LIMITS)]
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[acc, lat],
+                params={"units": n // 1000},
+                distributions={"units": optuna.distributions.IntDistribution(1, 1000)},
+                user_attrs={"n_params": n, "latency_ms": lat, "feasible": constraints[0] <= 0},
+                system_attrs={_CONSTRAINTS_KEY: constraints},
+            )
+        )
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    return study
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> optuna.Study:
+    return make_study(f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_front_feasible_and_chosen(study: optuna.Study) -> None:
+    assert pareto.is_multi(study)
+    assert pareto.objectives_of(study) == (ACC, LAT)
+    assert pareto.limits_of(study) == LIMITS
+    trials = study.get_trials()
+    assert [t.number for t in pareto.front_of(trials, (ACC, LAT))] == [0, 1, 4]
+    assert not pareto.is_feasible(trials[3]) and pareto.is_feasible(trials[2])
+    # Optuna's own best_trials also drops the infeasible trial (the constraints system attr)
+    assert sorted(t.number for t in study.best_trials) == [0, 1, 4]
+    # the chosen trial: best primary among the feasible, not the infeasible 0.95
+    assert pareto.chosen(trials, (ACC, LAT)).number == 0  # type: ignore[union-attr]
+    # the same trials with no limits: trial 3 is on the front and chosen
+    loose = [
+        optuna.trial.create_trial(values=t.values, user_attrs={"feasible": True})
+        for t in trials
+        if t.values
+    ]
+    for i, t in enumerate(loose):
+        t.number = i
+    assert [t.number for t in pareto.front_of(loose, (ACC, LAT))] == [0, 1, 3, 4]
+    assert pareto.chosen(loose, (ACC, LAT)).number == 3  # type: ignore[union-attr]
+
+
+def test_feasible_attr_alone_marks_infeasible(tmp_path: Path) -> None:
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'o.db'}", directions=["maximize", "minimize"]
+    )
+    study.add_trial(optuna.trial.create_trial(values=[0.9, 1.0], user_attrs={"feasible": False}))
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 2.0]))
+    objectives = pareto.objectives_of(study)  # no user attrs: value_0, value_1
+    assert [o.metric for o in objectives] == ["value_0", "value_1"]
+    assert [t.number for t in pareto.front_of(study.trials, objectives)] == [1]
+
+
+def test_table_lines_and_best_feasible(study: optuna.Study) -> None:
+    front = pareto.Front.of(study)
+    assert front.front == [0, 1, 4] and front.chosen == 0 and front.feasible == 5
+    assert len(front.rows) == 6  # the failed trial has no row
+    row3 = next(r for r in front.rows if r["trial"] == 3)
+    assert row3 == {
+        "trial": 3,
+        "val_accuracy": 0.95,
+        "latency_ms": 30.0,
+        "n_params": 400_000,
+        "feasible": False,
+        "on_front": False,
+    }
+    assert front.best_feasible() == {"val_accuracy": 0.90, "latency_ms": 2.0}
+    lines = front.lines()
+    assert "limits: n_params <= 100,000" in lines[0]
+    body = [line for line in lines[2:-1]]
+    assert [line.split()[1] if line.startswith("*") else line.split()[0] for line in body] == [
+        "0",
+        "1",
+        "4",
+    ]
+    assert body[0].startswith("*")
+    assert lines[-1] == (
+        "3 on the front (* chosen: best val_accuracy on it), 2 feasible off it, 1 infeasible"
+    )
+
+
+def test_hypervolume_known_value_and_shared_reference(study: optuna.Study) -> None:
+    # boxes to (0.5, 20): 0.4*10 + 0.3*15 - 0.3*10 = 5.5
+    hv = pareto.hypervolume([(0.9, 10.0), (0.8, 5.0)], (ACC, LAT), [0.5, 20.0])
+    assert hv == pytest.approx(5.5)
+    # a point beyond the reference adds nothing; an empty front has none
+    assert pareto.hypervolume([(0.9, 10.0), (0.8, 5.0), (0.4, 1.0)], (ACC, LAT), [0.5, 20.0]) == (
+        pytest.approx(5.5)
+    )
+    assert pareto.hypervolume([], (ACC, LAT), [0.5, 20.0]) == 0.0
+    # shared reference: worst values over both fronts pushed 10 % of the spread further
+    ref = pareto.reference_point([[(0.9, 10.0)], [(0.7, 2.0)]], (ACC, LAT))
+    assert ref == pytest.approx([0.68, 10.8])
+    # a limit on an objective is its reference coordinate
+    assert pareto.reference_point([[(0.9, 10.0)]], (ACC, LAT), {"latency_ms": 50})[1] == 50
+    with pytest.raises(ValueError, match="no front"):
+        pareto.reference_point([[], []], (ACC, LAT))
+
+
+def test_front_reports_and_multi_safe_readers(study: optuna.Study, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    paths = report.write_job_reports(study, histories={}, metric="val_accuracy", out_dir=out)
+    names = {p.name for p in paths}
+    assert {"trials.csv", "pareto_front.csv", "pareto_front.png", "pareto_front.html"} <= names
+    assert "optimization_history.png" not in names  # a single-objective plot
+    front = pd.read_csv(out / "pareto_front.csv")
+    assert sorted(front[front.on_front].trial) == [0, 1, 4]
+    assert list(front[~front.feasible].trial) == [3]
+    assert (out / "pareto_front.png").stat().st_size > 10_000
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials.columns[:5]) == ["number", "state", "value", "val_accuracy", "latency_ms"]
+
+    text = report.summary_markdown(
+        study, metric="val_accuracy", job_trials=7, test_scores={}, seconds=3
+    )
+    assert "**Front: 3 trial(s)**" in text and "**trial 0**" in text
+    assert report.results_table(study)[1].split()[0] == "0"  # feasible, by the primary
+    (version,) = report.version_summaries(study._storage, "mo")
+    assert version["best_trial"] == 0 and version["best_value"] == 0.9

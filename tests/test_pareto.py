@@ -160,3 +160,61 @@ def test_front_reports_and_multi_safe_readers(study: optuna.Study, tmp_path: Pat
     assert report.results_table(study)[1].split()[0] == "0"  # feasible, by the primary
     (version,) = report.version_summaries(study._storage, "mo")
     assert version["best_trial"] == 0 and version["best_value"] == 0.9
+
+
+def test_show_best_compare_status_print_fronts(workdir: Path) -> None:
+    import json
+
+    from conftest import mlflow_client
+    from typer.testing import CliRunner
+
+    from tuning.cli import app
+
+    cli = CliRunner()
+    storage = "sqlite:///optuna.db"
+    make_study(storage, "mo")
+    # a second study: one point that beats trial 4 on accuracy at the same latency
+    make_study(storage, "mo2", [*POINTS[:3], (0.75, 2.0, 4_000)])
+    shown = cli.invoke(app, ["show", "mo"])
+    assert shown.exit_code == 0, shown.output
+    assert "(maximize val_accuracy, minimize latency_ms)" in shown.output
+    assert "3 on the front" in shown.output and "1 infeasible" in shown.output
+    data = json.loads(cli.invoke(app, ["show", "mo", "--json"]).stdout)
+    assert data["front"]["trials"] == [0, 1, 4] and data["limits"] == LIMITS
+    assert data["best"]["number"] == 0 and data["best"]["values"]["latency_ms"] == 10.0
+
+    best = cli.invoke(app, ["best", "mo"])
+    assert best.exit_code == 0, best.output
+    assert "chosen: trial 0: val_accuracy 0.9, latency_ms 10" in best.output
+    assert "units" in best.output  # the chosen trial's hyperparameters
+
+    status = cli.invoke(app, ["status"])
+    assert status.exit_code == 0, status.output
+    assert "mo: " in status.output and "best 0.9000 (#0)" in status.output
+
+    compared = cli.invoke(app, ["compare", "mo", "mo2", "--json", "--no-log"])
+    assert compared.exit_code == 0, compared.output
+    a, b = json.loads(compared.stdout)
+    assert (a["front_size"], b["front_size"]) == (3, 3)
+    assert a["best_latency_ms"] == b["best_latency_ms"] == 2.0
+    assert a["reference"] == b["reference"]
+    assert b["hypervolume"] > a["hypervolume"] > 0  # mo2's last point dominates mo's trial 4
+
+    # logged as an MLflow run, like the single-objective comparison
+    (workdir / "mlflow.db").touch()
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    mlflow_client(workdir).search_experiments()  # creates the store's tables
+    logged = cli.invoke(app, ["compare", "mo", "mo2", "--tracking-uri", uri])
+    assert logged.exit_code == 0, logged.output
+    assert "hypervolume" in logged.output and "fronts.png" in logged.output
+    run_id = logged.output.split("logged to MLflow run ")[1].split()[0]
+    run = mlflow_client(workdir).get_run(run_id)
+    assert run.data.metrics["front_size.mo"] == 3
+    assert run.data.metrics["hypervolume.mo2"] == pytest.approx(b["hypervolume"])
+
+    # fronts and one objective do not compare
+    optuna.create_study(storage=storage, study_name="one").add_trial(
+        optuna.trial.create_trial(value=0.5)
+    )
+    mixed = cli.invoke(app, ["compare", "mo", "one", "--no-log"])
+    assert mixed.exit_code != 0 and "do not compare" in mixed.output

@@ -39,6 +39,7 @@ __all__ = [
     "chosen",
     "front_of",
     "front_plot",
+    "fronts_plot",
     "front_table",
     "hypervolume",
     "is_feasible",
@@ -354,6 +355,34 @@ def front_plot(
     ax.set_xlabel(f"{x_obj.metric} ({x_obj.direction})")
     ax.set_ylabel(f"{y_obj.metric} ({y_obj.direction})")
     ax.set_title(title or f"Pareto front: {y_obj.metric} against {x_obj.metric}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def fronts_plot(fronts: Mapping[str, Front], *, path: Path) -> Path:
+    """Several studies' feasible fronts on one plot (primary against second objective), one
+    colour per study: the picture beside ``tuning compare``'s hypervolumes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(fronts.values()))
+    x_obj, y_obj = first.objectives[1], first.objectives[0]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, front) in enumerate(fronts.items()):
+        rows = sorted((r for r in front.rows if r["on_front"]), key=lambda r: r[x_obj.metric])
+        if not rows:
+            continue
+        xs, ys = [r[x_obj.metric] for r in rows], [r[y_obj.metric] for r in rows]
+        ax.scatter(xs, ys, color=f"C{i}", s=24, label=f"{name} ({len(rows)})")
+        ax.step(xs, ys, where="pre" if x_obj.maximize else "post", color=f"C{i}", alpha=0.5)
+    ax.set_xlabel(f"{x_obj.metric} ({x_obj.direction})")
+    ax.set_ylabel(f"{y_obj.metric} ({y_obj.direction})")
+    ax.set_title("Feasible fronts")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -30,6 +30,8 @@ from tuning.process import is_dead  # noqa: E402
 
 __all__ = [
     "carried_note",
+    "compare_fronts",
+    "primary_value",
     "last_trial_time",
     "state_counts",
     "results_table",
@@ -490,6 +492,55 @@ def compare_studies(
             best_epochs=best.user_attrs.get(records.EPOCHS_TRAINED),
             best_trial=best.number,
         )
+        rows.append(row)
+    return rows
+
+
+def compare_fronts(
+    studies: list[optuna.Study], *, test_scores: Mapping[str, float | None]
+) -> list[dict[str, object]]:
+    """One row per multi-objective study: trials, feasible trials, the front's size, each
+    objective's best feasible value, the chosen trial (and its test score when one was logged),
+    and the hypervolume of its front on one reference point shared by all the studies
+    (:func:`tuning.pareto.reference_point`), so the hypervolumes compare.
+
+    Raises:
+        ValueError: if the studies' objectives differ (names or directions).
+    """
+    fronts = [pareto.Front.of(s) for s in studies]
+    objectives = fronts[0].objectives
+    for study, front in zip(studies, fronts, strict=True):
+        if front.objectives != objectives:
+            raise ValueError(
+                f"study {study.study_name!r} optimizes "
+                f"{', '.join(f'{o.metric} ({o.direction})' for o in front.objectives)}, "
+                f"{studies[0].study_name!r} "
+                f"{', '.join(f'{o.metric} ({o.direction})' for o in objectives)}"
+            )
+    points = [
+        [[r[o.metric] for o in objectives] for r in f.rows if r["on_front"]] for f in fronts
+    ]
+    limits = {k: v for f in fronts for k, v in f.limits.items()}
+    shared = {k: max(f.limits.get(k, v) for f in fronts) for k, v in limits.items()}
+    reference = pareto.reference_point(points, objectives, shared) if any(points) else None
+    rows: list[dict[str, object]] = []
+    for study, front, front_points in zip(studies, fronts, points, strict=True):
+        counts = state_counts(study.get_trials(deepcopy=False))
+        row: dict[str, object] = {
+            "study": study.study_name,
+            **{k: counts[k] for k in ("complete", "pruned", "fail")},
+            "feasible": front.feasible,
+            "front_size": len(front.front),
+            **{f"best_{k}": v for k, v in front.best_feasible().items()},
+            "chosen_trial": front.chosen,
+            "test_score": test_scores.get(study.study_name),
+            "hypervolume": (
+                pareto.hypervolume(front_points, objectives, reference)
+                if reference is not None
+                else None
+            ),
+            "reference": reference,
+        }
         rows.append(row)
     return rows
 

@@ -1066,11 +1066,11 @@ def _best(study: optuna.Study) -> dict[str, Any] | None:
         except ValueError:
             return None
     from tuning.lineage import CARRIED_FROM
-    from tuning.report import carried_note, primary_value
+    from tuning.report import carried_note, primary
 
     return {
         "number": trial.number,
-        "value": primary_value(trial),
+        "value": primary(trial),
         **({"values": values, "feasible": True} if values else {}),
         "params": records.params(trial),
         **records.figures(trial),

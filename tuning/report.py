@@ -31,7 +31,7 @@ from tuning.process import is_dead  # noqa: E402
 __all__ = [
     "carried_note",
     "compare_fronts",
-    "primary_value",
+    "primary",
     "last_trial_time",
     "state_counts",
     "results_table",
@@ -69,11 +69,10 @@ def last_trial_time(trials: Iterable[optuna.trial.FrozenTrial]) -> Any:
     return max((t for t in times if t is not None), default=None)
 
 
-def primary_value(trial: optuna.trial.FrozenTrial) -> float | None:
-    """A trial's (primary) objective value, for one objective or several (``trial.value``
-    raises on a multi-objective trial); ``None`` until it completes."""
-    values = trial.values
-    return float(values[0]) if values else None
+def primary(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The trial's primary objective value (its first with several objectives); ``None``
+    before it completed."""
+    return trial.values[0] if trial.values else None
 
 
 def trials_table(study: optuna.Study) -> list[dict[str, object]]:
@@ -86,7 +85,7 @@ def trials_table(study: optuna.Study) -> list[dict[str, object]]:
             {
                 "number": t.number,
                 "state": t.state.name.lower(),
-                "value": primary_value(t),
+                "value": primary(t),
                 **{  # several objectives: each under its name, the primary also as `value`
                     o.metric: (t.values[i] if t.values and len(t.values) > i else None)
                     for i, o in enumerate(objectives)
@@ -270,7 +269,7 @@ def results_table(study: optuna.Study, *, top: int = 5, origins: bool = False) -
         params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
         note = carried_note(t) if origins else None
         lines.append(
-            f"{t.number:>5}  {primary_value(t) or 0.0:>8.4f}  "
+            f"{t.number:>5}  {primary(t) or 0.0:>8.4f}  "
             f"{attrs.get(records.EPOCHS_TRAINED, ''):>6}  "
             f"{attrs.get(records.TRAIN_SECONDS, 0.0):>7.1f}  "
             f"{attrs.get(records.N_PARAMS, ''):>8}  {params}" + (f"  ({note})" if note else "")
@@ -323,7 +322,7 @@ def version_summaries(
                 "trials": len(trials),
                 "states": {k: n for k, n in state_counts(trials).items() if n},
                 "carried": sum(1 for t in trials if CARRIED_FROM in t.user_attrs),
-                "best_value": primary_value(best) if best is not None else None,
+                "best_value": primary(best) if best is not None else None,
                 "best_trial": best.number if best is not None else None,
                 "best_from": carried_note(best) if best is not None else None,
                 "data_rows": data.rows if data else None,
@@ -384,7 +383,7 @@ def summary_markdown(
     )
     if pareto.is_multi(study):
         return _front_markdown(study, lines, test_scores)
-    complete = [t for t in trials if primary_value(t) is not None]
+    complete = [t for t in trials if primary(t) is not None]
     if not complete:
         lines += ["", "No trial has completed yet, so there is no best model."]
         return "\n".join(lines) + "\n"
@@ -473,11 +472,11 @@ def compare_studies(
             rows.append(row)
             continue
         best = ranked[0]
-        best_value = float(primary_value(best))  # type: ignore[arg-type]
+        best_value = float(primary(best))  # type: ignore[arg-type]
         start = trials[0].datetime_start
         reached_trials = reached_seconds = None
         for i, t in enumerate(trials, start=1):
-            value = primary_value(t)
+            value = primary(t)
             if value is not None and abs(value - best_value) <= within * abs(best_value):
                 reached_trials = i
                 end = t.datetime_complete or t.datetime_start
@@ -517,9 +516,7 @@ def compare_fronts(
                 f"{studies[0].study_name!r} "
                 f"{', '.join(f'{o.metric} ({o.direction})' for o in objectives)}"
             )
-    points = [
-        [[r[o.metric] for o in objectives] for r in f.rows if r["on_front"]] for f in fronts
-    ]
+    points = [[[r[o.metric] for o in objectives] for r in f.rows if r["on_front"]] for f in fronts]
     limits = {k: v for f in fronts for k, v in f.limits.items()}
     shared = {k: max(f.limits.get(k, v) for f in fronts) for k, v in limits.items()}
     reference = pareto.reference_point(points, objectives, shared) if any(points) else None
@@ -561,7 +558,7 @@ def best_so_far_plot(studies: list[optuna.Study], *, metric: str, path: Path) ->
         ys: list[float] = []
         best: float | None = None
         for t in trials:
-            value = primary_value(t)
+            value = primary(t)
             if value is None or t.datetime_complete is None:
                 continue
             best = value if objective.better(value, best) else best

@@ -239,12 +239,15 @@ class OptunaEngine(Engine):
         """Optuna's trial-end callback: the trial's terminal line, then a requested stop."""
         state = trial.state.name.lower()
         attrs = trial.user_attrs
-        best = _best_note(study)
+        try:
+            best = f"best {study.best_value:.4f} (#{study.best_trial.number})"
+        except ValueError:
+            best = "no complete trial yet"
         line = trial_line(
             trial.number,
             state,
             metric=self.ctx.exp.objective.metric,
-            value=report.primary_value(trial),
+            value=trial.value,
             epochs=attrs.get(records.EPOCHS_TRAINED, 0),
             seconds=attrs.get(records.TRAIN_SECONDS, 0.0),
             best=best,
@@ -263,14 +266,15 @@ class OptunaEngine(Engine):
         for t in trials:  # this job's own trials, not other workers'
             if t.number in self.numbers:
                 added[t.state.name.lower()] += 1
-        best = _best_trial(study)
-        if best is None:
+        try:
+            best = study.best_trial
+        except ValueError:
             return Outcome(counts=counts, added=added)
         return Outcome(
             counts=counts,
             added=added,
             best_trial=best.number,
-            best_value=report.primary_value(best),
+            best_value=best.value,
             best_params=records.params(best),
             best_run_id=records.run_id(best),
         )
@@ -279,11 +283,9 @@ class OptunaEngine(Engine):
         if self.study is None:
             return []
         done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if pareto.is_multi(self.study):  # the feasible ones, by the primary objective
-            done = [t for t in done if pareto.is_feasible(t)]
-        done = self.ctx.exp.objective.ranked(done, lambda t: float(t.values[0]))
+        done = self.ctx.exp.objective.ranked(done, lambda t: float(t.value))  # type: ignore[arg-type]
         return [
-            Ranked(t.number, float(t.values[0]), records.params(t), records.run_id(t))
+            Ranked(t.number, float(t.value), records.params(t), records.run_id(t))  # type: ignore[arg-type]
             for t in done[:k]
         ]
 
@@ -298,7 +300,7 @@ class OptunaEngine(Engine):
         )
 
     def summary_lines(self) -> list[str]:
-        if self.study is not None and pareto.is_multi(self.study):
+        if self.study is not None and pareto.is_multi(self.study):  # several objectives
             return pareto.Front.of(self.study).lines(top=10)
         return report.results_table(self.study, top=5) if self.study is not None else []
 
@@ -312,31 +314,3 @@ class OptunaEngine(Engine):
             test_scores=test_scores,
             seconds=seconds,
         )
-
-
-# The study's best, read in one place for one objective or several (``study.best_trial`` and
-# ``best_value`` raise on a multi-objective study): there the front's chosen trial, the best
-# feasible by the primary objective (tuning.pareto.chosen).
-
-
-def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The study's best trial; with several objectives the front's chosen one; ``None``: none
-    (feasible) complete yet."""
-    if pareto.is_multi(study):
-        return pareto.chosen(study.get_trials(deepcopy=False), pareto.objectives_of(study))
-    try:
-        return study.best_trial
-    except ValueError:
-        return None
-
-
-def _best_note(study: optuna.Study) -> str:
-    """A trial line's ``best 0.8812 (#4)``; with several objectives the front's size too."""
-    best = _best_trial(study)
-    if best is None:
-        return "no feasible trial yet" if pareto.is_multi(study) else "no complete trial yet"
-    note = f"best {report.primary_value(best):.4f} (#{best.number})"
-    if pareto.is_multi(study):
-        front = pareto.front_of(study.get_trials(deepcopy=False), pareto.objectives_of(study))
-        note += f", front of {len(front)}"
-    return note

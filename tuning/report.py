@@ -269,8 +269,7 @@ def results_table(study: optuna.Study, *, top: int = 5, origins: bool = False) -
         params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
         note = carried_note(t) if origins else None
         lines.append(
-            f"{t.number:>5}  {primary(t) or 0.0:>8.4f}  "
-            f"{attrs.get(records.EPOCHS_TRAINED, ''):>6}  "
+            f"{t.number:>5}  {primary(t):>8.4f}  {attrs.get(records.EPOCHS_TRAINED, ''):>6}  "
             f"{attrs.get(records.TRAIN_SECONDS, 0.0):>7.1f}  "
             f"{attrs.get(records.N_PARAMS, ''):>8}  {params}" + (f"  ({note})" if note else "")
         )
@@ -389,20 +388,19 @@ def summary_markdown(
         return "\n".join(lines) + "\n"
     ranked = _ranked(study)
     best = ranked[0]
-    value = {t.number: float(t.values[0]) for t in ranked}
     params = ", ".join(f"`{k}` = {_short(v)}" for k, v in best.params.items())
     lines += [
         "",
-        f"**Winner: trial {best.number}**, {metric} = {value[best.number]:.4f}, with {params}.",
+        f"**Winner: trial {best.number}**, {metric} = {primary(best):.4f}, with {params}.",
     ]
     if len(ranked) > 1:
         runner_up = ranked[1]
-        median = sorted(value.values())[len(ranked) // 2]
-        gap = abs(value[best.number] - value[runner_up.number])
+        median = sorted(primary(t) for t in ranked)[len(ranked) // 2]  # type: ignore[type-var]
+        gap = abs(primary(best) - primary(runner_up))  # type: ignore[operator]
         lines.append(
-            f"It beats the runner-up (trial {runner_up.number}, {value[runner_up.number]:.4f}) "
-            f"by {gap:.4f} and the median complete trial ({median:.4f}) by "
-            f"{abs(value[best.number] - median):.4f}."
+            f"It beats the runner-up (trial {runner_up.number}, {primary(runner_up):.4f}) by "
+            f"{gap:.4f} and the median complete trial ({median:.4f}) by "
+            f"{abs(primary(best) - median):.4f}."  # type: ignore[operator]
         )
     n_params = best.user_attrs.get(records.N_PARAMS)
     epochs = best.user_attrs.get(records.EPOCHS_TRAINED)

@@ -197,7 +197,7 @@ def score_model(model_uri: str, tracking_uri: str, x: Any, y: Any) -> dict[str, 
 
 
 def front_size(folder: Path, study_name: str) -> dict[str, Any]:
-    """The multi job's front: its size, feasible trials, the chosen trial's number."""
+    """The multi job's front: its size and feasible trials."""
     import optuna
 
     from tuning import pareto

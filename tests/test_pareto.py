@@ -59,7 +59,7 @@ def study(tmp_path: Path) -> optuna.Study:
     return make_study(f"sqlite:///{tmp_path / 'optuna.db'}")
 
 
-def test_front_feasible_and_chosen(study: optuna.Study) -> None:
+def test_front_feasible_and_best_primary(study: optuna.Study) -> None:
     assert pareto.is_multi(study)
     assert pareto.objectives_of(study) == (ACC, LAT)
     assert pareto.limits_of(study) == LIMITS
@@ -68,9 +68,9 @@ def test_front_feasible_and_chosen(study: optuna.Study) -> None:
     assert not pareto.is_feasible(trials[3]) and pareto.is_feasible(trials[2])
     # Optuna's own best_trials also drops the infeasible trial (the constraints system attr)
     assert sorted(t.number for t in study.best_trials) == [0, 1, 4]
-    # the chosen trial: best primary among the feasible, not the infeasible 0.95
-    assert pareto.chosen(trials, (ACC, LAT)).number == 0  # type: ignore[union-attr]
-    # the same trials with no limits: trial 3 is on the front and chosen
+    # the front's top: best primary among the feasible, not the infeasible 0.95
+    assert pareto.best_primary(trials, (ACC, LAT)).number == 0  # type: ignore[union-attr]
+    # the same trials with no limits: trial 3 is on the front and its top
     loose = [
         optuna.trial.create_trial(values=t.values, user_attrs={"feasible": True})
         for t in trials
@@ -79,7 +79,7 @@ def test_front_feasible_and_chosen(study: optuna.Study) -> None:
     for i, t in enumerate(loose):
         t.number = i
     assert [t.number for t in pareto.front_of(loose, (ACC, LAT))] == [0, 1, 3, 4]
-    assert pareto.chosen(loose, (ACC, LAT)).number == 3  # type: ignore[union-attr]
+    assert pareto.best_primary(loose, (ACC, LAT)).number == 3  # type: ignore[union-attr]
 
 
 def test_feasible_attr_alone_marks_infeasible(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_feasible_attr_alone_marks_infeasible(tmp_path: Path) -> None:
 
 def test_table_lines_and_best_feasible(study: optuna.Study) -> None:
     front = pareto.Front.of(study)
-    assert front.front == [0, 1, 4] and front.chosen == 0 and front.feasible == 5
+    assert front.front == [0, 1, 4] and front.best_primary == 0 and front.feasible == 5
     assert len(front.rows) == 6  # the failed trial has no row
     row3 = next(r for r in front.rows if r["trial"] == 3)
     assert row3 == {
@@ -117,7 +117,7 @@ def test_table_lines_and_best_feasible(study: optuna.Study) -> None:
     ]
     assert body[0].startswith("*")
     assert lines[-1] == (
-        "3 on the front (* chosen: best val_accuracy on it), 2 feasible off it, 1 infeasible"
+        "3 on the front (* its best val_accuracy), 2 feasible off it, 1 infeasible"
     )
 
 
@@ -156,7 +156,7 @@ def test_front_reports_and_multi_safe_readers(study: optuna.Study, tmp_path: Pat
     text = report.summary_markdown(
         study, metric="val_accuracy", job_trials=7, test_scores={}, seconds=3
     )
-    assert "**Front: 3 trial(s)**" in text and "**trial 0**" in text
+    assert "**Front: 3 trial(s)**" in text and "best val_accuracy: **trial 0**" in text
     assert report.results_table(study)[1].split()[0] == "0"  # feasible, by the primary
     (version,) = report.version_summaries(study._storage, "mo")
     assert version["best_trial"] == 0 and version["best_value"] == 0.9
@@ -185,8 +185,10 @@ def test_show_best_compare_status_print_fronts(workdir: Path) -> None:
 
     best = cli.invoke(app, ["best", "mo"])
     assert best.exit_code == 0, best.output
-    assert "chosen: trial 0: val_accuracy 0.9, latency_ms 10" in best.output
-    assert "units" in best.output  # the chosen trial's hyperparameters
+    assert (
+        "best val_accuracy on the front: trial 0: val_accuracy 0.9, latency_ms 10" in best.output
+    )
+    assert "units" in best.output  # its hyperparameters
 
     status = cli.invoke(app, ["status"])
     assert status.exit_code == 0, status.output

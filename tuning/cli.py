@@ -667,11 +667,15 @@ def best(
     if picked.versioned:
         typer.echo(picked.header())
     origin = f" ({found['carried']})" if found.get("carried") else ""
-    if front is not None:  # several objectives: the front, then its chosen trial
+    if front is not None:  # several objectives: the front, then its most accurate trial
         for line in front.lines():
             typer.echo(line)
         values = ", ".join(f"{k} {v:.6g}" for k, v in found["values"].items())
-        typer.echo(f"chosen: trial {found['number']}: {values}{origin}")
+        typer.echo(
+            f"best {front.objectives[0].metric} on the front: trial {found['number']}: "
+            f"{values}{origin} (the job's model follows its selection rule: the parent run's "
+            "selection.json)"
+        )
     else:
         typer.echo(f"trial {found['number']}: value {found['value']:.6g}{origin}")
     for key, value in found["params"].items():
@@ -794,8 +798,8 @@ def _status_row(
     trials = study.get_trials(deepcopy=False)
     last = last_trial_time(trials)
     top = summary.best_trial
-    if pareto.is_multi(study):  # Optuna has no best of several objectives: the front's chosen
-        top = pareto.chosen(trials, pareto.objectives_of(study))
+    if pareto.is_multi(study):  # Optuna has no best of several objectives: the front's top
+        top = pareto.best_primary(trials, pareto.objectives_of(study))
     return {
         "study": summary.study_name,
         "trials": summary.n_trials,
@@ -889,7 +893,7 @@ def _compare_fronts(
     picked: list[_Picked], scores: dict[str, float | None], *, uri: str, as_json: bool, log: bool
 ) -> None:
     """``tuning compare`` of multi-objective studies: per study its trials, feasible trials,
-    front size, each objective's best feasible value, chosen trial, test score and the
+    front size, each objective's best feasible value, its best primary trial, test score and the
     hypervolume of its front on one shared reference point; logged like the other compare."""
     from tuning import pareto
     from tuning.report import compare_fronts
@@ -960,7 +964,7 @@ def _front_compare_lines(
     head = (
         f"{'study':<24} {'complete/pruned/failed':>22} {'feasible':>8} {'front':>5} "
         + " ".join(f"{b:>18}" for b in bests)
-        + f" {'chosen':>6} {'test':>8} {'hypervolume':>12}"
+        + f" {'top':>6} {'test':>8} {'hypervolume':>12}"
     )
     lines = [head]
     for r in rows:
@@ -968,7 +972,7 @@ def _front_compare_lines(
         values = " ".join(f"{fmt(r.get('best_' + o.metric)):>18}" for o in objectives)
         lines.append(
             f"{r['study']:<24} {cpf:>22} {r['feasible']:>8} {r['front_size']:>5} {values} "
-            f"{fmt(r.get('chosen_trial')):>6} {fmt(r.get('test_score')):>8} "
+            f"{fmt(r.get('best_primary_trial')):>6} {fmt(r.get('test_score')):>8} "
             f"{fmt(r.get('hypervolume')):>12}"
         )
     reference = rows[0].get("reference") if rows else None
@@ -1053,9 +1057,9 @@ def _best(study: optuna.Study) -> dict[str, Any] | None:
     from tuning import pareto, records
 
     values: dict[str, float] = {}
-    if pareto.is_multi(study):  # the front's chosen trial (best feasible primary)
+    if pareto.is_multi(study):  # the front's best primary value (best feasible primary)
         objectives = pareto.objectives_of(study)
-        found = pareto.chosen(study.get_trials(deepcopy=False), objectives)
+        found = pareto.best_primary(study.get_trials(deepcopy=False), objectives)
         if found is None:
             return None
         trial = found
@@ -1105,7 +1109,7 @@ def _directions_text(study: optuna.Study, front: pareto.Front | None) -> str:
 def _front_json(front: pareto.Front) -> dict[str, Any]:
     return {
         "trials": front.front,
-        "chosen": front.chosen,
+        "best_primary": front.best_primary,
         "feasible": front.feasible,
         "best_feasible": front.best_feasible(),
         "rows": [r for r in front.rows if r["on_front"]],

@@ -4,8 +4,9 @@ Owns how a person reads a study with several objectives (e.g. ``val_accuracy`` u
 down, under limits such as ``n_params <= 100000``): which trials are feasible (every limit met),
 which feasible trials no other feasible trial beats on every objective (the front, by Optuna's own
 non-dominated sort), the table of them (:func:`front_table`), the plot of the primary objective
-against the second (:func:`front_plot`), the job's choice on the front (:func:`chosen`: the best
-primary value among the feasible trials), and one number to compare fronts of studies with the
+against the second (:func:`front_plot`), the front's most accurate trial (:func:`best_primary`:
+the best primary value among the feasible trials; the job's own model follows the experiment's
+selection rule, recorded on its parent run), and one number to compare fronts of studies with the
 same objectives (:func:`hypervolume` on a shared :func:`reference_point`).
 
 What it reads of a study is what the job wrote (DESIGN's contract): ``trial.values`` in the
@@ -32,11 +33,11 @@ from optuna.trial import FrozenTrial, TrialState
 from tuning.objective import Objective
 
 __all__ = [
+    "best_primary",
     "FEASIBLE",
     "LIMITS_ATTR",
     "OBJECTIVES_ATTR",
     "Front",
-    "chosen",
     "front_of",
     "front_plot",
     "fronts_plot",
@@ -118,8 +119,10 @@ def front_of(trials: Sequence[FrozenTrial], objectives: Sequence[Objective]) -> 
     return sorted(front, key=lambda t: t.number)
 
 
-def chosen(trials: Sequence[FrozenTrial], objectives: Sequence[Objective]) -> FrozenTrial | None:
-    """The job's trial on the front: the best primary value among the feasible trials (ties:
+def best_primary(
+    trials: Sequence[FrozenTrial], objectives: Sequence[Objective]
+) -> FrozenTrial | None:
+    """The front's trial with the best primary value among the feasible trials (ties:
     the better on the next objectives, then the earlier trial); ``None`` without one."""
     front = front_of(trials, objectives)
     if not front:
@@ -140,27 +143,27 @@ class Front:
         limits: Metric -> upper bound.
         rows: One per complete trial (:func:`front_table`).
         front: The numbers of the trials on the feasible front.
-        chosen: The number of :func:`chosen`'s trial (``None``: no feasible trial).
+        best_primary: The number of :func:`best_primary`'s trial (``None``: no feasible one).
     """
 
     objectives: tuple[Objective, ...]
     limits: dict[str, float]
     rows: list[dict[str, Any]]
     front: list[int]
-    chosen: int | None
+    best_primary: int | None
 
     @classmethod
     def of(cls, study: optuna.Study) -> Front:
         """The front of a stored study, objectives and limits from its user attributes."""
         objectives, limits = objectives_of(study), limits_of(study)
         trials = study.get_trials(deepcopy=False)
-        best = chosen(trials, objectives)
+        best = best_primary(trials, objectives)
         return cls(
             objectives=objectives,
             limits=limits,
             rows=front_table(trials, objectives, limits),
             front=[t.number for t in front_of(trials, objectives)],
-            chosen=best.number if best is not None else None,
+            best_primary=best.number if best is not None else None,
         )
 
     @property
@@ -177,9 +180,10 @@ class Front:
         return out
 
     def lines(self, *, top: int | None = None) -> list[str]:
-        """The front as a terminal table (the chosen trial marked ``*``), then a count of the
+        """The front as a terminal table (the best primary value marked ``*``), then a count of the
         feasible trials off the front and of the infeasible ones."""
         head = "  ".join(f"{_label(o):>16}" for o in self.objectives)
+        size = "n_params" not in {o.metric for o in self.objectives}  # beside, unless one
         lines = [
             "front: "
             + ", ".join(f"{o.metric} ({o.direction})" for o in self.objectives)
@@ -188,24 +192,23 @@ class Front:
                 if self.limits
                 else ""
             ),
-            f"  {'trial':>5}  {head}  {'n_params':>9}  feasible",
+            f"  {'trial':>5}  {head}  " + (f"{'n_params':>9}  " if size else "") + "feasible",
         ]
         on = [r for r in self.rows if r["on_front"]]
         on.sort(key=lambda r: self.objectives[0].sort_key(r[self.objectives[0].metric]))
         for r in on[:top] if top else on:
-            mark = "*" if r["trial"] == self.chosen else " "
+            mark = "*" if r["trial"] == self.best_primary else " "
             values = "  ".join(f"{_fmt(r[o.metric]):>16}" for o in self.objectives)
-            n_params = r.get("n_params")
+            n_params = f"{_fmt(r.get('n_params')):>9}  " if size else ""
             lines.append(
-                f"{mark} {r['trial']:>5}  {values}  {_fmt(n_params):>9}  "
-                f"{'yes' if r[FEASIBLE] else 'no'}"
+                f"{mark} {r['trial']:>5}  {values}  {n_params}{'yes' if r[FEASIBLE] else 'no'}"
             )
         if not on:
             lines.append("  (no feasible trial yet)")
         off = self.feasible - len(on)
         infeasible = len(self.rows) - self.feasible
         lines.append(
-            f"{len(on)} on the front (* chosen: best {self.objectives[0].metric} on it), "
+            f"{len(on)} on the front (* its best {self.objectives[0].metric}), "
             f"{off} feasible off it, {infeasible} infeasible"
         )
         return lines
@@ -232,7 +235,8 @@ def front_table(
     is not an objective (from the trial's user attributes), ``feasible``, ``on_front``."""
     on_front = {t.number for t in front_of(trials, objectives)}
     names = {o.metric for o in objectives}
-    extra = ["n_params", *(k for k in sorted(limits) if k not in names and k != "n_params")]
+    extra = [k for k in ("n_params", *sorted(limits)) if k not in names]
+    extra = list(dict.fromkeys(extra))  # n_params (when not an objective), then limited figures
     rows = []
     for t in _complete(trials, len(objectives)):
         row: dict[str, Any] = {"trial": t.number}

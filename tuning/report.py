@@ -336,11 +336,11 @@ def version_summaries(
 def _best_of(
     storage: optuna.storages.BaseStorage, name: str, study_id: int
 ) -> optuna.trial.FrozenTrial | None:
-    """A stored study's best trial; with several objectives the front's chosen trial
-    (:func:`tuning.pareto.chosen`); ``None`` before one completes."""
+    """A stored study's best trial; with several objectives the front's best primary value
+    (:func:`tuning.pareto.best_primary`); ``None`` before one completes."""
     if len(storage.get_study_directions(study_id)) > 1:
         study = optuna.load_study(study_name=name, storage=storage)
-        return pareto.chosen(study.get_trials(deepcopy=False), pareto.objectives_of(study))
+        return pareto.best_primary(study.get_trials(deepcopy=False), pareto.objectives_of(study))
     try:
         return storage.get_best_trial(study_id)
     except ValueError:
@@ -420,16 +420,16 @@ def _front_markdown(
 ) -> str:
     """The rest of :func:`summary_markdown` for a study with several objectives: its front."""
     front = pareto.Front.of(study)
-    if front.chosen is None:
+    if front.best_primary is None:
         lines += ["", "No feasible trial has completed yet, so there is no front."]
         return "\n".join(lines) + "\n"
-    row = next(r for r in front.rows if r["trial"] == front.chosen)
+    row = next(r for r in front.rows if r["trial"] == front.best_primary)
     shown = ", ".join(f"{o.metric} = {pareto._fmt(row[o.metric])}" for o in front.objectives)
     lines += [
         "",
         f"**Front: {len(front.front)} trial(s)** not beaten on every objective by another "
-        f"feasible trial ({front.feasible} feasible of {len(front.rows)} complete). Chosen "
-        f"(best {front.objectives[0].metric} on the front): **trial {front.chosen}**, {shown}.",
+        f"feasible trial ({front.feasible} feasible of {len(front.rows)} complete); its best "
+        f"{front.objectives[0].metric}: **trial {front.best_primary}**, {shown}.",
         "",
         "```",
         *front.lines(),
@@ -497,9 +497,10 @@ def compare_fronts(
     studies: list[optuna.Study], *, test_scores: Mapping[str, float | None]
 ) -> list[dict[str, object]]:
     """One row per multi-objective study: trials, feasible trials, the front's size, each
-    objective's best feasible value, the chosen trial (and its test score when one was logged),
-    and the hypervolume of its front on one reference point shared by all the studies
-    (:func:`tuning.pareto.reference_point`), so the hypervolumes compare.
+    objective's best feasible value, the front's trial with the best primary value (and the
+    test score of its job's model, when one was logged), and the hypervolume of its front on one
+    reference point shared by all the studies (:func:`tuning.pareto.reference_point`), so the
+    hypervolumes compare.
 
     Raises:
         ValueError: if the studies' objectives differ (names or directions).
@@ -527,7 +528,7 @@ def compare_fronts(
             "feasible": front.feasible,
             "front_size": len(front.front),
             **{f"best_{k}": v for k, v in front.best_feasible().items()},
-            "chosen_trial": front.chosen,
+            "best_primary_trial": front.best_primary,
             "test_score": test_scores.get(study.study_name),
             "hypervolume": (
                 pareto.hypervolume(front_points, objectives, reference)

@@ -791,15 +791,14 @@ def _status_row(
     """One study's line of `tuning status`, as data."""
     import optuna
 
-    from tuning import pareto
-    from tuning.report import last_trial_time, running_liveness, state_counts
+    from tuning.report import best_feasible, last_trial_time, running_liveness, state_counts
 
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
     trials = study.get_trials(deepcopy=False)
     last = last_trial_time(trials)
     top = summary.best_trial
-    if pareto.is_multi(study):  # Optuna has no best of several objectives: the front's top
-        top = pareto.best_primary(trials, pareto.objectives_of(study))
+    if len(study.directions) > 1 or any(t.constraints for t in trials):  # objectives, limits
+        top = best_feasible(trials, study.directions)
     return {
         "study": summary.study_name,
         "trials": summary.n_trials,

@@ -12,7 +12,7 @@ does not train anything.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,25 @@ def primary(trial: optuna.trial.FrozenTrial) -> float | None:
     """The trial's primary objective value (its first with several objectives); ``None``
     before it completed."""
     return trial.values[0] if trial.values else None
+
+
+def best_feasible(
+    trials: Iterable[optuna.trial.FrozenTrial],
+    directions: Sequence[optuna.study.StudyDirection],
+) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial by the primary (first) objective among those meeting every
+    limit (constraints <= 0), the earliest of equals; ``None`` when there is none."""
+    done = [
+        t
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and t.values
+        and all(v <= 0 for v in t.constraints.values())
+    ]
+    if not done:
+        return None
+    objective = Objective("value", directions[0].name.lower())  # type: ignore[arg-type]
+    return objective.ranked(done, lambda t: float(t.values[0]))[0]
 
 
 def trials_table(study: optuna.Study) -> list[dict[str, object]]:
@@ -308,7 +327,7 @@ def version_summaries(
     for info in versions(storage, base):
         study_id = storage.get_study_id_from_name(info.name)
         trials = storage.get_all_trials(study_id, deepcopy=False)
-        best = _best_of(storage, info.name, study_id)
+        best = best_feasible(trials, storage.get_study_directions(study_id))
         data = info.data_last or info.data
         out.append(
             {
@@ -331,20 +350,6 @@ def version_summaries(
             }
         )
     return out
-
-
-def _best_of(
-    storage: optuna.storages.BaseStorage, name: str, study_id: int
-) -> optuna.trial.FrozenTrial | None:
-    """A stored study's best trial; with several objectives the front's best primary value
-    (:func:`tuning.pareto.best_primary`); ``None`` before one completes."""
-    if len(storage.get_study_directions(study_id)) > 1:
-        study = optuna.load_study(study_name=name, storage=storage)
-        return pareto.best_primary(study.get_trials(deepcopy=False), pareto.objectives_of(study))
-    try:
-        return storage.get_best_trial(study_id)
-    except ValueError:
-        return None
 
 
 def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -51,6 +51,11 @@ def make_study(storage: str, name: str = "mo", points=POINTS) -> optuna.Study:
             )
         )
     study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    study.add_trial(  # refused before training: over the n_params limit once built
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED, system_attrs={_CONSTRAINTS_KEY: [50_000.0]}
+        )
+    )
     return study
 
 
@@ -96,7 +101,8 @@ def test_feasible_attr_alone_marks_infeasible(tmp_path: Path) -> None:
 def test_table_lines_and_best_feasible(study: optuna.Study) -> None:
     front = pareto.Front.of(study)
     assert front.front == [0, 1, 4] and front.best_primary == 0 and front.feasible == 5
-    assert len(front.rows) == 6  # the failed trial has no row
+    assert len(front.rows) == 6  # the failed and the refused trial have no row
+    assert front.refused == 1
     row3 = next(r for r in front.rows if r["trial"] == 3)
     assert row3 == {
         "trial": 3,
@@ -117,7 +123,8 @@ def test_table_lines_and_best_feasible(study: optuna.Study) -> None:
     ]
     assert body[0].startswith("*")
     assert lines[-1] == (
-        "3 on the front (* its best val_accuracy), 2 feasible off it, 1 infeasible"
+        "3 on the front (* its best val_accuracy), 2 feasible off it, 1 infeasible, "
+        "1 refused before training (over a limit)"
     )
 
 

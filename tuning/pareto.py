@@ -144,6 +144,8 @@ class Front:
         rows: One per complete trial (:func:`front_table`).
         front: The numbers of the trials on the feasible front.
         best_primary: The number of :func:`best_primary`'s trial (``None``: no feasible one).
+        refused: Trials ended before training because a limit was already broken (pruned with
+            a constraint above 0, e.g. ``n_params`` over its limit once the model was built).
     """
 
     objectives: tuple[Objective, ...]
@@ -151,6 +153,7 @@ class Front:
     rows: list[dict[str, Any]]
     front: list[int]
     best_primary: int | None
+    refused: int = 0
 
     @classmethod
     def of(cls, study: optuna.Study) -> Front:
@@ -164,6 +167,11 @@ class Front:
             rows=front_table(trials, objectives, limits),
             front=[t.number for t in front_of(trials, objectives)],
             best_primary=best.number if best is not None else None,
+            refused=sum(
+                1
+                for t in trials
+                if t.state == TrialState.PRUNED and any(c > 0 for c in t.constraints.values())
+            ),
         )
 
     @property
@@ -210,6 +218,7 @@ class Front:
         lines.append(
             f"{len(on)} on the front (* its best {self.objectives[0].metric}), "
             f"{off} feasible off it, {infeasible} infeasible"
+            + (f", {self.refused} refused before training (over a limit)" if self.refused else "")
         )
         return lines
 

@@ -319,10 +319,11 @@ def front_plot(
     *,
     path: Path,
     title: str = "",
+    limits: Mapping[str, float] | None = None,
 ) -> Path:
     """The primary objective against the second: the feasible front (joined, in red), the other
     feasible trials (blue), the infeasible ones (grey crosses), each point labelled with its
-    trial number on the front."""
+    trial number on the front; a limit on either objective as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")  # files, never a window
@@ -365,6 +366,10 @@ def front_plot(
                 xytext=(3, 3),
                 textcoords="offset points",
             )
+    for metric, line in ((x_obj.metric, ax.axvline), (y_obj.metric, ax.axhline)):
+        if limits and metric in limits:
+            limit = limits[metric]
+            line(limit, color="0.4", linestyle="--", linewidth=1, label=f"{metric} <= {limit:g}")
     ax.set_xlabel(f"{x_obj.metric} ({x_obj.direction})")
     ax.set_ylabel(f"{y_obj.metric} ({y_obj.direction})")
     ax.set_title(title or f"Pareto front: {y_obj.metric} against {x_obj.metric}")

@@ -182,6 +182,7 @@ def write_front_reports(study: optuna.Study, out_dir: Path) -> list[Path]:
             front.objectives,
             path=out_dir / "pareto_front.png",
             title=f"Pareto front: {study.study_name}",
+            limits=front.limits,
         )
     )
     with warnings.catch_warnings():
@@ -442,7 +443,11 @@ def _front_markdown(
     ]
     if test_scores:
         scores = ", ".join(f"{k} = {v:.4f}" for k, v in test_scores.items())
-        lines.append(f"This job's model on the held-out test split: {scores}.")
+        lines.append(
+            f"This job's model (kept by the experiment's selection rule, which may prefer a "
+            f"smaller or faster trial than the most accurate: `selection.json` where written) "
+            f"on the held-out test split: {scores}."
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -177,6 +177,15 @@ MODEL_METRICS_TAB = "//*[@role='tab'][normalize-space()='Model metrics']"  # a R
 CHART_SEARCH = 'input[placeholder="Search metric charts"]'
 CHART_CARD = '[data-testid="experiment-view-compare-runs-card"]'
 CHART_LINE = "svg.main-svg path.js-line"  # a Plotly line trace
+# The compare-runs page: a "Scatter Plot" tab with X-axis and Y-axis selects (params, metrics);
+# its chart is a WebGL Plotly scatter, so its points are read from the Plotly graph's data.
+SCATTER_TAB = "//*[@role='tab'][normalize-space()='Scatter Plot']"
+AXIS_OPTION = "(//*[@role='option'][normalize-space()='{}'])[last()]"
+PLOTLY_TRACES = """
+return Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(g => (g.data || []).map(
+  t => ({x: t.x, y: t.y, text: t.text,
+         titles: [g.layout.xaxis.title.text, g.layout.yaxis.title.text]})));
+"""
 
 
 class _Shots:
@@ -332,6 +341,39 @@ def test_mlflow_ui_shows_the_job_its_trials_and_their_charts(
             shots.take("4-trial-val-accuracy-chart")
             assert "trial-0 (val_accuracy)" in card  # the legend names the run and metric
             assert "Step" in card  # per-epoch values, plotted against the step (epoch)
+
+            # 3. One figure against another across trials (issue 25: an objective against a
+            # size or speed): the trials compared, Scatter Plot, n_params across, val_accuracy
+            # up; a point per trial at its run's metrics, named by the run in its hover text.
+            ids = json.dumps([runs[f"trial-{i}"].info.run_id for i in (0, 1)])
+            driver.get(f"{base}/#/compare-runs?runs={ids}&experiments={json.dumps([exp_id])}")
+            click(By.XPATH, SCATTER_TAB, "no Scatter Plot tab on the compare-runs page")
+            close_assistant()
+            for axis, metric in (("x", "n_params"), ("y", "val_accuracy")):
+                click(By.ID, f"{axis}-axis-selector", f"no {axis.upper()}-axis selector")
+                click(By.XPATH, AXIS_OPTION.format(metric), f"no {metric} on the {axis} axis")
+
+            def scatter(_: Any) -> Any:
+                traces = driver.execute_script(PLOTLY_TRACES)
+                return (
+                    traces
+                    if traces and traces[0]["titles"] == ["n_params", "val_accuracy"]
+                    else None
+                )
+
+            (trace,) = until(scatter, "no scatter of val_accuracy against n_params")
+            shots.take("5-trials-val-accuracy-against-n-params")
+            points = {
+                text.split("</b>")[0].removeprefix("<b>"): (x, y)
+                for x, y, text in zip(trace["x"], trace["y"], trace["text"], strict=True)
+            }
+            assert points == {
+                f"trial-{i}": (
+                    runs[f"trial-{i}"].data.metrics["n_params"],
+                    pytest.approx(runs[f"trial-{i}"].data.metrics["val_accuracy"]),
+                )
+                for i in (0, 1)
+            }
         except BaseException:
             with contextlib.suppress(Exception):  # the browser may be what failed
                 shots.take("failure")

@@ -33,8 +33,10 @@ from tuning.errors import ConfigError, TrackingLost
 if TYPE_CHECKING:  # the commands import these inside their bodies: see the module docstring
     import optuna
 
+    from tuning import pareto
     from tuning.config import Experiment
     from tuning.job import JobResult
+    from tuning.objective import Objective
 
 app = typer.Typer(
     add_completion=False,
@@ -578,18 +580,20 @@ def show(
     counts = {k: n for k, n in state_counts(trials).items() if n}
     last = last_trial_time(trials)
     best = _best(study)
+    front = _front(study)
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "study": study.study_name,
                     **picked.json(),
-                    "direction": study.direction.name.lower(),
+                    **_directions(study, front),
                     "trials": len(trials),
                     "states": counts,
                     "last_trial_at": last.isoformat() if last else None,
                     "backends": _backends(trials),
                     "best": best,
+                    **({"front": _front_json(front)} if front else {}),
                 },
                 indent=2,
                 default=str,
@@ -601,7 +605,7 @@ def show(
     states = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no trials"
     carried = (picked.shown or {}).get("carried")
     typer.echo(
-        f"study {study.study_name!r} ({study.direction.name.lower()}): {len(trials)} trials: "
+        f"study {study.study_name!r} ({_directions_text(study, front)}): {len(trials)} trials: "
         f"{states}" + (f"; {carried} carried from earlier versions" if carried else "")
     )
     if picked.versioned and picked.shown and picked.shown["data_rows"] is not None:
@@ -622,6 +626,10 @@ def show(
         for v in picked.chain:
             mark = "*" if v is picked.shown else " "
             typer.echo(f"  {mark} {_version_brief(v)}")
+    if front is not None:
+        for line in front.lines(top=top):
+            typer.echo(line)
+        return
     for line in results_table(study, top=top, origins=True):
         typer.echo(line)
 
@@ -651,17 +659,27 @@ def best(
         which = f" ({picked.header()})" if picked.versioned else ""
         typer.echo(f"study {study.study_name!r}{which} has no complete trial yet", err=True)
         raise typer.Exit(1)
+    front = _front(study)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {**found, "study": study.study_name, **picked.json()}, indent=2, default=str
-            )
-        )
+        shown = {**found, "study": study.study_name, **picked.json()}
+        if front is not None:
+            shown["front"] = _front_json(front)
+        typer.echo(json.dumps(shown, indent=2, default=str))
         return
     if picked.versioned:
         typer.echo(picked.header())
     origin = f" ({found['carried']})" if found.get("carried") else ""
-    typer.echo(f"trial {found['number']}: value {found['value']:.6g}{origin}")
+    if front is not None:  # several objectives: the front, then its most accurate trial
+        for line in front.lines():
+            typer.echo(line)
+        values = ", ".join(f"{k} {v:.6g}" for k, v in found["values"].items())
+        typer.echo(
+            f"best {front.objectives[0].metric} on the front: trial {found['number']}: "
+            f"{values}{origin} (the job's model follows its selection rule: the parent run's "
+            "selection.json)"
+        )
+    else:
+        typer.echo(f"trial {found['number']}: value {found['value']:.6g}{origin}")
     for key, value in found["params"].items():
         typer.echo(f"  {key:<20} {value}")
     from tuning.records import FIGURES
@@ -825,6 +843,7 @@ def compare(
 
     A study name or an experiment file means the study's current version; ``NAME@vN`` names
     one version."""
+    from tuning import pareto
     from tuning.config import load_experiment
     from tuning.report import compare_studies
     from tuning.tracking import resolve_tracking_uri, store_exists
@@ -846,6 +865,9 @@ def compare(
     uri = resolve_tracking_uri(tracking_uri)
     have_store = store_exists(uri)
     scores = _test_scores(uri, studies) if have_store else {}
+    if any(pareto.is_multi(s) for s in studies):  # fronts: sizes, bests, hypervolumes
+        _compare_fronts(picked, scores, uri=uri, as_json=as_json, log=log and have_store)
+        return
     rows = compare_studies(studies, test_scores=scores)
     for row, p in zip(rows, picked, strict=True):
         row.update({k: v for k, v in p.json().items() if k != "versions"})
@@ -870,6 +892,99 @@ def compare(
         run_id = _log_compare(uri, studies, rows, metric)
         if not as_json:
             typer.echo(f"logged to MLflow run {run_id} (compare.csv, compare.md, best_so_far.png)")
+
+
+def _compare_fronts(
+    picked: list[_Picked], scores: dict[str, float | None], *, uri: str, as_json: bool, log: bool
+) -> None:
+    """``tuning compare`` of multi-objective studies: per study its trials, feasible trials,
+    front size, each objective's best feasible value, its best primary trial, test score and the
+    hypervolume of its front on one shared reference point; logged like the other compare."""
+    from tuning import pareto
+    from tuning.report import compare_fronts
+
+    studies = [p.study for p in picked]
+    single = [s.study_name for s in studies if not pareto.is_multi(s)]
+    if single:
+        raise _fail(
+            ConfigError(
+                f"{', '.join(map(repr, single))} optimize one objective, the others several: "
+                "their fronts do not compare",
+                source="STUDY",
+                fix="compare studies with the same objectives",
+            )
+        )
+    try:
+        rows = compare_fronts(studies, test_scores=scores)
+    except ValueError as e:
+        raise _fail(
+            ConfigError(str(e), source="STUDY", fix="compare studies with the same objectives")
+        ) from None
+    for row, p in zip(rows, picked, strict=True):
+        row.update({k: v for k, v in p.json().items() if k != "versions"})
+        row["versions"] = len(p.chain) or 1
+    objectives = pareto.objectives_of(studies[0])
+    lines = _front_compare_lines(rows, objectives)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        for line in lines:
+            typer.echo(line)
+    if log:
+        import pandas as pd
+
+        from tuning.tracking import log_comparison
+
+        with tempfile.TemporaryDirectory() as tmp:
+            csv = Path(tmp) / "compare.csv"
+            pd.DataFrame(rows).to_csv(csv, index=False)
+            md = Path(tmp) / "compare.md"
+            md.write_text("\n".join(lines) + "\n")
+            plot = pareto.fronts_plot(
+                {s.study_name: pareto.Front.of(s) for s in studies}, path=Path(tmp) / "fronts.png"
+            )
+            numbers = {
+                f"{key}.{_metric_key(str(r['study']))}": float(r[key])  # type: ignore[arg-type]
+                for r in rows
+                for key in ("hypervolume", "front_size", "test_score")
+                if r.get(key) is not None
+            }
+            run_id = log_comparison(
+                uri,
+                studies=[s.study_name for s in studies],
+                files=[csv, md, plot],
+                metrics=numbers,
+            )
+        if not as_json:
+            typer.echo(f"logged to MLflow run {run_id} (compare.csv, compare.md, fronts.png)")
+
+
+def _front_compare_lines(
+    rows: list[dict[str, Any]], objectives: tuple[Objective, ...]
+) -> list[str]:
+    def fmt(v: object) -> str:
+        return "n/a" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    bests = [f"best {o.metric}" for o in objectives]
+    head = (
+        f"{'study':<24} {'complete/pruned/failed':>22} {'feasible':>8} {'front':>5} "
+        + " ".join(f"{b:>18}" for b in bests)
+        + f" {'top':>6} {'test':>8} {'hypervolume':>12}"
+    )
+    lines = [head]
+    for r in rows:
+        cpf = f"{r['complete']}/{r['pruned']}/{r['fail']}"
+        values = " ".join(f"{fmt(r.get('best_' + o.metric)):>18}" for o in objectives)
+        lines.append(
+            f"{r['study']:<24} {cpf:>22} {r['feasible']:>8} {r['front_size']:>5} {values} "
+            f"{fmt(r.get('best_primary_trial')):>6} {fmt(r.get('test_score')):>8} "
+            f"{fmt(r.get('hypervolume')):>12}"
+        )
+    reference = rows[0].get("reference") if rows else None
+    if reference:
+        at = ", ".join(f"{o.metric} {v:.4g}" for o, v in zip(objectives, reference, strict=True))
+        lines.append(f"hypervolume: the area each front dominates up to one reference ({at})")
+    return lines
 
 
 def _test_scores(uri: str, studies: list[optuna.Study]) -> dict[str, float | None]:
@@ -946,22 +1061,65 @@ def _compare_lines(rows: list[dict[str, Any]], metric: str) -> list[str]:
 
 
 def _best(study: optuna.Study) -> dict[str, Any] | None:
-    from tuning import records
+    from tuning import pareto, records
 
-    try:
-        trial = study.best_trial
-    except ValueError:
-        return None
+    values: dict[str, float] = {}
+    if pareto.is_multi(study):  # the front's best primary value (best feasible primary)
+        objectives = pareto.objectives_of(study)
+        found = pareto.best_primary(study.get_trials(deepcopy=False), objectives)
+        if found is None:
+            return None
+        trial = found
+        values = {o.metric: v for o, v in zip(objectives, trial.values, strict=True)}
+    else:
+        try:
+            trial = study.best_trial
+        except ValueError:
+            return None
     from tuning.lineage import CARRIED_FROM
-    from tuning.report import carried_note
+    from tuning.report import carried_note, primary
 
     return {
         "number": trial.number,
-        "value": trial.value,
+        "value": primary(trial),
+        **({"values": values, "feasible": True} if values else {}),
         "params": records.params(trial),
         **records.figures(trial),
         CARRIED_FROM: trial.user_attrs.get(CARRIED_FROM),
         "carried": carried_note(trial),
+    }
+
+
+def _front(study: optuna.Study) -> pareto.Front | None:
+    """A multi-objective study's front (``None``: one objective, shown as it always was)."""
+    from tuning import pareto
+
+    return pareto.Front.of(study) if pareto.is_multi(study) else None
+
+
+def _directions(study: optuna.Study, front: pareto.Front | None) -> dict[str, Any]:
+    """``direction`` for one objective; ``objectives`` and ``limits`` for several."""
+    if front is None:
+        return {"direction": study.direction.name.lower()}
+    return {
+        "objectives": [{"metric": o.metric, "direction": o.direction} for o in front.objectives],
+        "limits": front.limits,
+    }
+
+
+def _directions_text(study: optuna.Study, front: pareto.Front | None) -> str:
+    if front is None:
+        return study.direction.name.lower()
+    return ", ".join(f"{o.direction} {o.metric}" for o in front.objectives)
+
+
+def _front_json(front: pareto.Front) -> dict[str, Any]:
+    return {
+        "trials": front.front,
+        "best_primary": front.best_primary,
+        "feasible": front.feasible,
+        "best_feasible": front.best_feasible(),
+        "rows": [r for r in front.rows if r["on_front"]],
     }
 
 

@@ -23,13 +23,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tuning import records  # noqa: E402
+from tuning import pareto, records  # noqa: E402
 from tuning.lineage import CARRIED_FROM, versions  # noqa: E402
 from tuning.objective import Objective  # noqa: E402
 from tuning.process import is_dead  # noqa: E402
 
 __all__ = [
     "carried_note",
+    "compare_fronts",
+    "primary",
     "last_trial_time",
     "state_counts",
     "results_table",
@@ -97,6 +99,7 @@ def best_feasible(
 def trials_table(study: optuna.Study) -> list[dict[str, object]]:
     """One row per trial: number, state, value, params, epochs, seconds, n_params, reason."""
     rows = []
+    objectives = pareto.objectives_of(study) if pareto.is_multi(study) else ()
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         rows.append(
@@ -104,6 +107,11 @@ def trials_table(study: optuna.Study) -> list[dict[str, object]]:
                 "number": t.number,
                 "state": records.state(t),
                 "value": primary(t),
+                **{  # several objectives: each under its name, the primary also as `value`
+                    o.metric: (t.values[i] if t.values and len(t.values) > i else None)
+                    for i, o in enumerate(objectives)
+                },
+                **({pareto.FEASIBLE: pareto.is_feasible(t)} if objectives else {}),
                 **{f"params_{k}": v for k, v in records.params(t).items()},
                 records.EPOCHS_TRAINED: attrs.get(records.EPOCHS_TRAINED),
                 records.TRAIN_SECONDS: attrs.get(records.TRAIN_SECONDS),
@@ -122,11 +130,21 @@ def write_job_reports(
     metric: str,
     out_dir: Path,
 ) -> list[Path]:
-    """Write the parent run's report files into ``out_dir`` and return their paths."""
+    """Write the parent run's report files into ``out_dir`` and return their paths.
+
+    A study with several objectives gets its front instead of the single-objective plots
+    (:func:`write_front_reports`); the trials table and learning curves are the same.
+    """
     paths = []
     table = out_dir / "trials.csv"
     pd.DataFrame(trials_table(study)).to_csv(table, index=False)
     paths.append(table)
+    if pareto.is_multi(study):
+        return (
+            paths
+            + write_front_reports(study, out_dir)
+            + _learning_curves(study, histories, pareto.objectives_of(study)[0], out_dir)
+        )
 
     done = [t for t in study.get_trials(deepcopy=False) if primary(t) is not None]
     if done:
@@ -147,8 +165,54 @@ def write_job_reports(
         paths.append(path)
         paths += _optuna_plots(study, out_dir)
 
+    return paths + _learning_curves(study, histories, Objective.of_study(study, metric), out_dir)
+
+
+def write_front_reports(study: optuna.Study, out_dir: Path) -> list[Path]:
+    """A multi-objective study's front: ``pareto_front.csv`` (every complete trial: objectives,
+    limited figures, feasible, on the front), ``pareto_front.png`` (primary against second
+    objective) and Optuna's interactive ``pareto_front.html`` (infeasible trials greyed)."""
+    front = pareto.Front.of(study)
+    path = out_dir / "pareto_front.csv"
+    pd.DataFrame(front.rows).to_csv(path, index=False)
+    paths = [path]
+    if not front.rows:
+        return paths
+    paths.append(
+        pareto.front_plot(
+            front.rows,
+            front.objectives,
+            path=out_dir / "pareto_front.png",
+            title=f"Pareto front: {study.study_name}",
+            limits=front.limits,
+        )
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            fig = optuna.visualization.plot_pareto_front(
+                study,
+                target_names=[o.metric for o in front.objectives],
+                constraints_func=lambda t: [1.0 if not pareto.is_feasible(t) else 0.0],
+            )
+            html = out_dir / "pareto_front.html"
+            fig.write_html(html, include_plotlyjs="cdn")
+            paths.append(html)
+        except (ValueError, RuntimeError, ImportError):
+            pass  # too few trials, or no plotly: the PNG stands alone
+    return paths
+
+
+def _learning_curves(
+    study: optuna.Study,
+    histories: Mapping[int, Mapping[str, list[float]]],
+    objective: Objective,
+    out_dir: Path,
+) -> list[Path]:
+    """The learning curves of this job's top five trials by ``objective``."""
+    paths: list[Path] = []
+    metric = objective.metric
     if histories:
-        objective = Objective.of_study(study, metric)
         ranked = objective.ranked(
             (n for n in histories if metric in histories[n]),
             lambda n: objective.best(histories[n][metric]),
@@ -313,9 +377,15 @@ def version_summaries(
 
 
 def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Complete trials, best first."""
-    done = [t for t in study.get_trials(deepcopy=False) if primary(t) is not None]
-    return Objective.of_study(study).ranked(done, lambda t: float(primary(t) or 0.0))
+    """Complete trials, best first; with several objectives the feasible ones, by the primary
+    objective."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.values]
+    if pareto.is_multi(study):
+        done = [t for t in done if pareto.is_feasible(t)]
+        objective = pareto.objectives_of(study)[0]
+    else:
+        objective = Objective.of_study(study)
+    return objective.ranked(done, lambda t: float(t.values[0]))
 
 
 def _short(v: object) -> str:
@@ -345,6 +415,8 @@ def summary_markdown(
             else "."
         )
     )
+    if pareto.is_multi(study):
+        return _front_markdown(study, lines, test_scores)
     complete = [t for t in trials if primary(t) is not None]
     if not complete:
         lines += ["", "No trial has completed yet, so there is no best model."]
@@ -378,6 +450,36 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
+def _front_markdown(
+    study: optuna.Study, lines: list[str], test_scores: Mapping[str, float]
+) -> str:
+    """The rest of :func:`summary_markdown` for a study with several objectives: its front."""
+    front = pareto.Front.of(study)
+    if front.best_primary is None:
+        lines += ["", "No feasible trial has completed yet, so there is no front."]
+        return "\n".join(lines) + "\n"
+    row = next(r for r in front.rows if r["trial"] == front.best_primary)
+    shown = ", ".join(f"{o.metric} = {pareto._fmt(row[o.metric])}" for o in front.objectives)
+    lines += [
+        "",
+        f"**Front: {len(front.front)} trial(s)** not beaten on every objective by another "
+        f"feasible trial ({front.feasible} feasible of {len(front.rows)} complete); its best "
+        f"{front.objectives[0].metric}: **trial {front.best_primary}**, {shown}.",
+        "",
+        "```",
+        *front.lines(),
+        "```",
+    ]
+    if test_scores:
+        scores = ", ".join(f"{k} = {v:.4f}" for k, v in test_scores.items())
+        lines.append(
+            f"This job's model (kept by the experiment's selection rule, which may prefer a "
+            f"smaller or faster trial than the most accurate: `selection.json` where written) "
+            f"on the held-out test split: {scores}."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def compare_studies(
     studies: list[optuna.Study],
     *,
@@ -407,11 +509,12 @@ def compare_studies(
             rows.append(row)
             continue
         best = ranked[0]
-        best_value = float(best.value)  # type: ignore[arg-type]
+        best_value = float(primary(best))  # type: ignore[arg-type]
         start = trials[0].datetime_start
         reached_trials = reached_seconds = None
         for i, t in enumerate(trials, start=1):
-            if t.value is not None and abs(t.value - best_value) <= within * abs(best_value):
+            value = primary(t)
+            if value is not None and abs(value - best_value) <= within * abs(best_value):
                 reached_trials = i
                 end = t.datetime_complete or t.datetime_start
                 reached_seconds = (end - start).total_seconds()  # type: ignore[operator]
@@ -429,11 +532,59 @@ def compare_studies(
     return rows
 
 
+def compare_fronts(
+    studies: list[optuna.Study], *, test_scores: Mapping[str, float | None]
+) -> list[dict[str, object]]:
+    """One row per multi-objective study: trials, feasible trials, the front's size, each
+    objective's best feasible value, the front's trial with the best primary value (and the
+    test score of its job's model, when one was logged), and the hypervolume of its front on one
+    reference point shared by all the studies (:func:`tuning.pareto.reference_point`), so the
+    hypervolumes compare.
+
+    Raises:
+        ValueError: if the studies' objectives differ (names or directions).
+    """
+    fronts = [pareto.Front.of(s) for s in studies]
+    objectives = fronts[0].objectives
+    for study, front in zip(studies, fronts, strict=True):
+        if front.objectives != objectives:
+            raise ValueError(
+                f"study {study.study_name!r} optimizes "
+                f"{', '.join(f'{o.metric} ({o.direction})' for o in front.objectives)}, "
+                f"{studies[0].study_name!r} "
+                f"{', '.join(f'{o.metric} ({o.direction})' for o in objectives)}"
+            )
+    points = [[[r[o.metric] for o in objectives] for r in f.rows if r["on_front"]] for f in fronts]
+    limits = {k: v for f in fronts for k, v in f.limits.items()}
+    shared = {k: max(f.limits.get(k, v) for f in fronts) for k, v in limits.items()}
+    reference = pareto.reference_point(points, objectives, shared) if any(points) else None
+    rows: list[dict[str, object]] = []
+    for study, front, front_points in zip(studies, fronts, points, strict=True):
+        counts = state_counts(study.get_trials(deepcopy=False))
+        row: dict[str, object] = {
+            "study": study.study_name,
+            **{k: counts[k] for k in ("complete", "pruned", "fail")},
+            "feasible": front.feasible,
+            "front_size": len(front.front),
+            **{f"best_{k}": v for k, v in front.best_feasible().items()},
+            "best_primary_trial": front.best_primary,
+            "test_score": test_scores.get(study.study_name),
+            "hypervolume": (
+                pareto.hypervolume(front_points, objectives, reference)
+                if reference is not None
+                else None
+            ),
+            "reference": reference,
+        }
+        rows.append(row)
+    return rows
+
+
 def best_so_far_plot(studies: list[optuna.Study], *, metric: str, path: Path) -> Path:
     """Best-so-far validation score against wall-clock seconds, one line per study."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for study in studies:
-        objective = Objective.of_study(study)
+        objective = pareto.objectives_of(study)[0]
         trials = sorted(
             (t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None),
             key=lambda t: t.datetime_start,  # type: ignore[arg-type,return-value]
@@ -441,14 +592,16 @@ def best_so_far_plot(studies: list[optuna.Study], *, metric: str, path: Path) ->
         if not trials:
             continue
         start = trials[0].datetime_start
-        xs, ys, best = [], [], None
+        xs: list[float] = []
+        ys: list[float] = []
+        best: float | None = None
         for t in trials:
-            if t.value is None or t.datetime_complete is None:
+            value = primary(t)
+            if value is None or t.datetime_complete is None:
                 continue
-            v = float(t.value)
-            best = v if objective.better(v, best) else best
+            best = value if objective.better(value, best) else best
             xs.append((t.datetime_complete - start).total_seconds())  # type: ignore[operator]
-            ys.append(best)
+            ys.append(value if best is None else best)
         ax.step(xs, ys, where="post", label=study.study_name)
     ax.set_xlabel("wall-clock seconds since the study's first trial")
     ax.set_ylabel(f"best {metric} so far")

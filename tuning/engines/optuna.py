@@ -31,7 +31,7 @@ from pathlib import Path
 
 import optuna
 
-from tuning import backend, lineage, process, records, report, storage
+from tuning import backend, lineage, pareto, process, records, report, storage
 from tuning.config import Experiment, PrunerConfig, SamplerConfig, redact
 from tuning.engines.base import Engine, JobContext, Outcome, Ranked, check_stop
 from tuning.errors import ConfigError, NotLearning, StopTraining, TrialFailed
@@ -551,6 +551,8 @@ class OptunaEngine(Engine):
         )
 
     def summary_lines(self) -> list[str]:
+        if self.study is not None and pareto.is_multi(self.study):  # several objectives
+            return pareto.Front.of(self.study).lines(top=10)
         return report.results_table(self.study, top=5) if self.study is not None else []
 
     def summary_markdown(self, *, test_scores: dict[str, float], seconds: float) -> str | None:

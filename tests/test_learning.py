@@ -3,6 +3,7 @@ rule on made-up curves, the setting, and a real job where one configuration cann
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -138,6 +139,16 @@ def test_a_trial_at_chance_ends_after_its_first_epochs_and_a_learning_one_does_n
     assert isinstance(_check(rule, [0.100, 0.105, 0.112], [2.3, 2.3, 2.29])[-1], NotLearning)
 
 
+def test_a_small_datasets_trial_is_judged_after_enough_steps() -> None:
+    rule = dataclasses.replace(_rule(0.1), min_steps=200)
+    assert rule.judged_after(860) == 3  # Fashion-MNIST in batches of 64: `after` decides
+    assert rule.judged_after(9) == 23  # digits in batches of 128: 200 steps
+    flat = {"loss": [2.3] * 22, "val_accuracy": [0.1] * 22}
+    assert rule.check(flat, steps_per_epoch=9) is None
+    flat = {"loss": [2.3] * 23, "val_accuracy": [0.1] * 23}
+    assert isinstance(rule.check(flat, steps_per_epoch=9), NotLearning)
+
+
 def test_a_regression_trial_far_from_the_mean_but_improving_goes_on_until_it_stalls() -> None:
     rule = _rule(6000.0, direction="minimize", metric="val_loss")
     assert rule.threshold == pytest.approx(5880.0)
@@ -164,7 +175,7 @@ def test_a_growing_training_loss_ends_a_trial_as_not_learning_or_cuts_one_that_l
 def test_the_setting_defaults_on_switches_off_and_rejects_bad_values(make_experiment) -> None:
     exp = load_experiment(make_experiment())
     cfg = exp.training.stop_not_learning
-    assert (cfg.enabled, cfg.after, cfg.margin) == (True, 3, 0.02)
+    assert (cfg.enabled, cfg.after, cfg.min_steps, cfg.margin) == (True, 3, 200, 0.02)
     off = load_experiment(make_experiment("off", training__stop_not_learning=False))
     assert not off.training.stop_not_learning.enabled
     assert LearningRule.for_job(off, None) is None  # type: ignore[arg-type]  # reads no data
@@ -205,6 +216,8 @@ def _job(make_experiment, engine: str) -> Path:
         study__sampler={"type": "random"},
         training__max_epochs=8,
         training__early_stopping={"patience": 8},
+        # Judged after 3 epochs of 9 steps (283 rows in batches of 32), not after 200 steps.
+        training__stop_not_learning={"min_steps": 0},
     )
 
 

@@ -6,11 +6,12 @@ computed once per job from the data with NumPy the way Keras computes the metric
 :class:`LearningRule` (``training.stop_not_learning``), which the trial runner asks after every
 epoch of every trial, whichever engine runs it and in the re-check:
 
-- after ``after`` epochs, a trial whose best objective value is not better than the baseline by
-  ``margin`` of the way to a perfect score (accuracy, AUC: 1; losses, MAE, RMSE: 0), and did not
-  go ``margin`` of the way either over its last ``after`` epochs (it is not improving), is not
-  learning: :class:`~tuning.errors.NotLearning`, the fit ends at once and no model is kept;
-- after ``after`` epochs, a trial whose training loss grew above its first epoch's is diverging:
+- after ``after`` epochs (and ``min_steps`` optimizer steps), a trial whose best objective value
+  is not better than the baseline by ``margin`` of the way to a perfect score (accuracy, AUC: 1;
+  losses, MAE, RMSE: 0), and did not go ``margin`` of the way either over its last ``after``
+  epochs (it is not improving), is not learning: :class:`~tuning.errors.NotLearning`, the fit
+  ends at once and no model is kept;
+- after as many epochs, a trial whose training loss grew above its first epoch's is diverging:
   not learning if it never beat the baseline (or the metric has none), else cut
   (:class:`~tuning.errors.StopTraining`: it ends with its best epoch's weights and value).
 
@@ -150,6 +151,8 @@ class LearningRule:
     Attributes:
         objective: The objective metric and its direction.
         after: Epochs a trial trains before it is judged.
+        min_steps: Optimizer steps it takes before it is judged: on a small dataset an epoch
+            is a few steps (digits in batches of 128: 9), too few to tell.
         margin: The share of the way from the baseline to a perfect score that the best epoch
             must have gone.
         baseline: The trivial predictor's value of the objective metric; ``None`` when it has
@@ -160,6 +163,7 @@ class LearningRule:
     after: int
     margin: float
     baseline: Baseline | None
+    min_steps: int = 0
 
     @classmethod
     def for_job(cls, exp: Experiment, data: Dataset) -> LearningRule | None:
@@ -172,17 +176,24 @@ class LearningRule:
         found = baseline(data, metric, loss=exp.training.loss)
         if found is not None and found.direction != direction:
             found = None  # e.g. val_loss maximized: the baseline says nothing about it
-        return cls(Objective(metric, direction), cfg.after, cfg.margin, found)
+        return cls(Objective(metric, direction), cfg.after, cfg.margin, found, cfg.min_steps)
+
+    def judged_after(self, steps_per_epoch: int | None = None) -> int:
+        """Epochs a trial trains before it is judged: ``after``, or enough epochs of
+        ``steps_per_epoch`` steps for ``min_steps``."""
+        if not steps_per_epoch or self.min_steps <= 0:
+            return self.after
+        return max(self.after, -(-self.min_steps // steps_per_epoch))
 
     @property
     def threshold(self) -> float | None:
         """The value the best epoch must beat (``None`` without a baseline)."""
         return self.baseline.threshold(self.margin) if self.baseline is not None else None
 
-    def improving(self, values: Sequence[float]) -> bool:
+    def improving(self, values: Sequence[float], window: int | None = None) -> bool:
         """Whether the best of ``values`` (the objective per epoch) went ``margin`` of the way to
-        a perfect score over the last ``after`` epochs: from the best before them (the first
-        epoch's value, when there are no more than ``after``).
+        a perfect score over the last ``window`` epochs (default ``after``): from the best before
+        them (the first epoch's value, when there are no more than ``window``).
 
         Why: a regression network starts far worse than the training mean (its outputs near 0,
         the targets maybe near 150) and needs epochs to reach it, but its loss falls fast; a
@@ -190,21 +201,26 @@ class LearningRule:
         """
         if self.baseline is None or len(values) < 2:
             return False
-        before = self.objective.best(values[: max(len(values) - self.after, 1)])
+        window = window or self.after
+        before = self.objective.best(values[: max(len(values) - window, 1)])
         target = before + self.margin * (self.baseline.perfect - before)
         return self.objective.better(self.objective.best(values), target)
 
-    def check(self, history: Mapping[str, Sequence[float]]) -> NotLearning | StopTraining | None:
+    def check(
+        self, history: Mapping[str, Sequence[float]], *, steps_per_epoch: int | None = None
+    ) -> NotLearning | StopTraining | None:
         """The verdict on a trial's epochs so far (metric name -> value per epoch, as Keras
-        logs them): :class:`NotLearning` (end it, keep nothing), :class:`StopTraining` (it
-        learned, but its training loss grew: end it with its best epoch) or ``None`` (go on).
+        logs them; an epoch is ``steps_per_epoch`` optimizer steps): :class:`NotLearning` (end
+        it, keep nothing), :class:`StopTraining` (it learned, but its training loss grew: end it
+        with its best epoch) or ``None`` (go on).
 
         A NaN or infinite loss is left to the fit, which fails the trial with its own reason.
         """
         metric = self.objective.metric
         losses = list(history.get("loss", ()))
         epochs = len(losses) or len(history.get(metric, ()))
-        if epochs < self.after or (losses and not math.isfinite(losses[-1])):
+        after = self.judged_after(steps_per_epoch)
+        if epochs < after or (losses and not math.isfinite(losses[-1])):
             return None
         values = [v for v in history.get(metric, ()) if math.isfinite(v)]
         best = self.objective.best(values) if values else None
@@ -212,7 +228,7 @@ class LearningRule:
         learned: bool | None = None
         if self.baseline is not None and threshold is not None:
             learned = best is not None and self.objective.better(best, threshold)
-            if not learned and not self.improving(values):
+            if not learned and not self.improving(values, after):
                 shown = f"{best:.4f}" if best is not None else "never finite"
                 side = "above" if self.objective.maximize else "below"
                 return NotLearning(

@@ -758,13 +758,15 @@ class TrialRunner:
         measure, log, keep, save the state where ``keep_state`` says so."""
         number, trainer, rule = result.number, self.trainer, self.learning
         seen: dict[str, list[float]] = {}  # the epochs so far, for the learning rule
+        batch_size = _whole(params, "batch_size", self.exp.training.batch_size)
+        steps = -(-len(trainer.data.x_train) // max(batch_size, 1))  # full batches (train.fit)
 
         def on_epoch(epoch: int, logs: Mapping[str, float]) -> None:
             check_stop()
             run.log_epoch(epoch, logs)
             for k, v in logs.items():
                 seen.setdefault(k, []).append(float(v))
-            verdict = rule.check(seen) if rule is not None else None
+            verdict = rule.check(seen, steps_per_epoch=steps) if rule is not None else None
             try:  # the engine's hooks first: they report this epoch (Optuna's intermediate value)
                 for hook in hooks:
                     hook(epoch, logs)

@@ -327,6 +327,12 @@ class StopNotLearningConfig(_Model):
     after: int = Field(
         default=3, ge=1, description="epochs a trial trains before it is judged (at least 1)"
     )
+    min_steps: int = Field(
+        default=200,
+        ge=0,
+        description="optimizer steps a trial takes before it is judged, whatever `after` says "
+        "(a small dataset's epoch is a few steps)",
+    )
     margin: float = Field(
         default=0.02,
         ge=0,
@@ -359,9 +365,10 @@ class TrainingConfig(_Model):
     )
     stop_not_learning: StopNotLearningConfig = Field(
         default_factory=StopNotLearningConfig,
-        description="false, or {after: 3, margin: 0.02}: end a trial at once when after `after` "
-        "epochs its best objective is no better than a trivial predictor's (by `margin`) and not "
-        "improving, or its training loss grew above its first epoch's",
+        description="false, or {after: 3, min_steps: 200, margin: 0.02}: end a trial at once "
+        "when after `after` epochs (and `min_steps` steps) its best objective is no better than "
+        "a trivial predictor's (by `margin`) and not improving, or its training loss grew above "
+        "its first epoch's",
     )
     loss: Literal["auto", "mse", "mae", "huber"] = Field(
         default="auto",

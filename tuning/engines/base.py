@@ -64,7 +64,8 @@ class Outcome:
     """Where the search stands after a job, across every job of the same study or project.
 
     Attributes:
-        counts: Trials per state (``complete``, ``pruned``, ``fail``, ``running``, ...).
+        counts: Trials per state (``complete``, ``pruned``, ``not_learning``, ``fail``,
+            ``running``, ...).
         added: This job's own trials per state (the same keys).
         best_trial: Number of the best trial so far; ``None`` before one completes.
         best_value: Its objective value.

@@ -3,6 +3,8 @@ best epoch the first of equal best values."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -105,9 +107,10 @@ def test_a_continued_fit_numbers_epochs_on_and_keeps_the_best_over_the_whole_cur
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy")
     settings = {"monitor": "val_loss", "direction": "minimize", "batch_size": 32, "patience": 3}
     first = fit(model, data, max_epochs=4, keep_last=True, **settings)  # type: ignore[arg-type]
-    carry = first.carry
-    assert carry is not None and carry.epochs == 4 and first.initial_epoch == 0
-    assert carry.last_weights is not None and carry.best_weights is not None
+    assert first.carry is not None and first.carry.epochs == 4 and first.initial_epoch == 0
+    assert first.carry.last_weights is not None and first.carry.best_weights is not None
+    # One epoch already without improvement (the last may have improved): the count goes on.
+    carry = dataclasses.replace(first.carry, wait=1)
     best_first = [w.copy() for w in model.get_weights()]  # restored: the best of part one
     iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     assert iterations == 4 * 5  # 160 rows, batches of 32
@@ -119,8 +122,8 @@ def test_a_continued_fit_numbers_epochs_on_and_keeps_the_best_over_the_whole_cur
         model, data, max_epochs=40, carry=carry, keep_last=True,
         on_epoch=lambda epoch, logs: seen.append(epoch), **settings,  # type: ignore[arg-type]
     )  # fmt: skip
-    # No epoch improved: early stopping counts on from the earlier wait, not from zero.
-    added = settings["patience"] - carry.wait
+    # No epoch improved: early stopping counts on from the earlier wait (1), not from zero.
+    added = settings["patience"] - 1
     assert seen == list(range(4, 4 + added)) and second.epochs == 4 + added
     assert second.initial_epoch == 4 and second.early_stopped
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == iterations + 5 * added

@@ -675,30 +675,28 @@ class Tracker:
     def reopen_trial_run(self, run_id: str, *, epochs: int) -> Iterator[TrialRun]:
         """A finished trial's run, running again while the trial continues training from where
         it stopped (issue 26): its epochs are logged on from ``epochs``, and it is ended again
-        whatever happens: FINISHED and ``state=complete`` also when the continuation fails (the
-        trial's first part stands; the tag ``continue_failed`` says why), KILLED on Ctrl-C."""
+        whatever happens, FINISHED and ``state=complete`` as its trial is in the study, also
+        when the continuation fails or is interrupted (the epochs it logged stand; the tag
+        ``continue_failed`` says why)."""
         self.client.update_run(run_id, status="RUNNING")
         trial_run = TrialRun(self.client, run_id)
         trial_run.epochs = epochs
         trial_run.set_tags({"state": "running"})
-        status, tags = "FINISHED", {"state": "complete"}
+        tags = {"state": "complete"}
         try:
             yield trial_run
         except KeyboardInterrupt:
-            status, tags = (
-                "KILLED",
-                {"state": "killed", "reason": "interrupted (Ctrl-C or SIGTERM)"},
-            )
+            tags["continue_failed"] = "interrupted (Ctrl-C or SIGTERM)"
             raise
         except BaseException as e:
             tags["continue_failed"] = f"{type(e).__name__}: {e}"[:_PARAM_MAX]
             raise
         finally:
-            trial_run.state = tags["state"]
+            trial_run.state = "complete"
             try:
                 trial_run.set_tags(tags)
             finally:
-                trial_run.end(status)
+                trial_run.end("FINISHED")
 
     def close_dead_jobs(self, *, study: str | None = None) -> int:
         """End parent runs of this study left RUNNING by a job that no longer runs.

@@ -702,7 +702,8 @@ class TrialRunner:
         Raises:
             TrialFailed: the continuation diverged (the run stays complete, with the tag
                 ``continue_failed``; the trial's kept model is unchanged).
-            KeyboardInterrupt: from the stop check (the run ends KILLED).
+            KeyboardInterrupt: from the stop check (the run stays complete, with the tag
+                ``continue_failed``; the job ends KILLED).
         """
         saved = self.states.saved[number]
         epochs = saved.carry.epochs

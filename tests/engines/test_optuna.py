@@ -121,3 +121,44 @@ def test_bounded_tpe_models_the_best_and_the_recent_trials(tmp_path) -> None:
     assert all(0.0 <= t.params["x"] <= 1.0 for t in study.trials[-3:])
     plain = make_sampler(SamplerConfig(history=None), seed=0)
     assert type(plain) is optuna.samplers.TPESampler
+
+
+def test_median_pruner_reads_the_complete_trials_once_per_trial_and_decides_as_optunas(
+    tmp_path,
+) -> None:
+    from tuning.engines.optuna import PerTrialMedianPruner
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", direction="maximize")
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                value=0.5 + i / 100,
+                intermediate_values={s: (0.1 + i / 100) * (s + 1) / 6 for s in range(6)},
+            )
+            for i in range(30)
+        ]
+    )
+    ours = PerTrialMedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    theirs = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    reads = 0
+    original = study.get_trials
+
+    def counted(*args, **kwargs):
+        nonlocal reads
+        reads += 1
+        return original(*args, **kwargs)
+
+    study.get_trials = counted  # type: ignore[method-assign]
+    decisions = []
+    for level in (0.05, 0.15, 0.3):  # below, around and above the median
+        trial = study.ask()
+        for step in range(6):
+            trial.report(level * (step + 1) / 6 * 2, step)
+            frozen = study._storage.get_trial(trial._trial_id)
+            before = reads
+            mine = ours.prune(study, frozen)
+            assert reads - before == (1 if step == 0 else 0)  # read at its first report only
+            assert mine == theirs.prune(study, frozen)
+            decisions.append(mine)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert True in decisions and False in decisions

@@ -40,7 +40,14 @@ from tuning.tracking import TrialRun
 from tuning.train import EpochHook
 from tuning.trial import KeepState, TrialResult, is_finite
 
-__all__ = ["BoundedTPESampler", "OptunaEngine", "make_pruner", "make_sampler", "open_study"]
+__all__ = [
+    "BoundedTPESampler",
+    "OptunaEngine",
+    "PerTrialMedianPruner",
+    "make_pruner",
+    "make_sampler",
+    "open_study",
+]
 
 
 TPE_BEST = 25  # Optuna's TPE models at most 25 trials as "good" (default_gamma's cap)
@@ -125,10 +132,52 @@ def make_sampler(cfg: SamplerConfig, *, seed: int) -> optuna.samplers.BaseSample
     return BoundedTPESampler(recent=cfg.history, **options)
 
 
+class _CompleteTrials:
+    """A study whose complete trials are a list read before (every other attribute its own)."""
+
+    def __init__(self, study: optuna.Study, complete: list[optuna.trial.FrozenTrial]) -> None:
+        self._study = study
+        self._complete = complete
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._study, name)
+
+    def get_trials(
+        self, deepcopy: bool = True, states: object = None
+    ) -> list[optuna.trial.FrozenTrial]:
+        if states == (optuna.trial.TrialState.COMPLETE,) and not deepcopy:
+            return self._complete
+        return self._study.get_trials(deepcopy=deepcopy, states=states)  # type: ignore[arg-type]
+
+
+class PerTrialMedianPruner(optuna.pruners.MedianPruner):
+    """Optuna's median pruner, reading the study's complete trials once per trial.
+
+    Optuna's reads them at every ``should_prune`` (every epoch), and that read is O(trials):
+    12 ms per call at 10,000 trials (benchmarks/RESULTS.md, "Growth: 10,000 trials"). Here a
+    trial's later epochs compare with the complete trials as they were at its first report;
+    in one process no trial completes meanwhile, so the decisions are Optuna's own. With
+    several workers a trial completed elsewhere during this trial counts from the next one.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._for: tuple[int, int] | None = None  # (study id, trial number) read for
+        self._complete: list[optuna.trial.FrozenTrial] = []
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        key = (study._study_id, trial.number)
+        if key != self._for:
+            states = (optuna.trial.TrialState.COMPLETE,)
+            self._complete = study.get_trials(deepcopy=False, states=states)
+            self._for = key
+        return super().prune(_CompleteTrials(study, self._complete), trial)  # type: ignore[arg-type]
+
+
 def make_pruner(cfg: PrunerConfig, *, max_epochs: int) -> optuna.pruners.BasePruner:
     """The configured pruner; steps are epochs."""
     if cfg.type == "median":
-        return optuna.pruners.MedianPruner(
+        return PerTrialMedianPruner(
             n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps
         )
     if cfg.type == "hyperband":

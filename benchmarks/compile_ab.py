@@ -4,8 +4,9 @@ One job of a shipped experiment in this process, with XLA's compilation events c
 (``jax.monitoring``), on JAX. ``before`` puts back what the job did at c49af1c: the training rows
 as they are (a last, smaller batch: a second compiled train step per model) and TensorFlow
 imported at start (Keras imported it anyway, to seed it and when saving). ``after`` is the code
-as it is. Prints one JSON line: job seconds, the job's own build / compile / fit seconds, XLA
-compilations and their seconds, whether TensorFlow was loaded, and peak RSS.
+as it is. Prints one JSON line: job seconds, the job's own build / compile / fit seconds, the
+models built and build + compile seconds per new model, XLA compilations and their seconds,
+whether TensorFlow was loaded, and peak RSS.
 
 Run each arm in a fresh process with an empty compilation cache, alternating, e.g.::
 
@@ -56,6 +57,16 @@ def main() -> None:
         raise SystemExit("arm: before or after")
     from tuning.config import load_experiment
     from tuning.job import run_job
+    from tuning.trial import Trainer
+
+    built = [0]
+    build = Trainer.build
+
+    def counted_build(self: Trainer, *args: object, **kwargs: object) -> object:
+        built[0] += 1
+        return build(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    Trainer.build = counted_build  # type: ignore[method-assign]
 
     folder = tempfile.mkdtemp(prefix="compile-ab-")
     os.chdir(folder)
@@ -80,6 +91,10 @@ def main() -> None:
                 "compile": round(t["compile"], 2),
                 "fit": round(t["fit"], 2),
                 "build_compile_share": round((t["build"] + t["compile"]) / job, 3),
+                "models": built[0],
+                "build_compile_s_per_model": round(
+                    (t["build"] + t["compile"]) / max(built[0], 1), 3
+                ),
                 "xla_compiles": len(compiles),
                 "xla_compile_s": round(sum(compiles), 2),
                 "tensorflow_loaded": "tensorflow" in sys.modules,

@@ -43,12 +43,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import glob
 import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pgserver import PgServer, free_port  # a throwaway PostgreSQL (benchmarks/pgserver.py)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -102,17 +101,6 @@ def namespaces_unavailable() -> str | None:
     if probe.returncode != 0:
         return f"unshare --uts --pid --mount-proc --net failed: {probe.stderr.strip()[:200]}"
     return None
-
-
-def _pg_bin(name: str) -> str | None:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the network: one namespace and one veth pair per machine ------------------------------------
@@ -189,80 +177,12 @@ def remove_links(links: Sequence[Link]) -> None:
 # --- the servers on the host side ---------------------------------------------------------------
 
 
-class Postgres:
-    """A throwaway PostgreSQL listening on 127.0.0.1 and ``addresses`` (password auth from
-    10.200.0.0/16), as ``tests/test_postgres.py`` starts one; ``new_database`` per run."""
-
-    def __init__(self, addresses: Sequence[str]) -> None:
-        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-        if not (initdb and pg_ctl):
-            raise RuntimeError("PostgreSQL (initdb, pg_ctl) is not installed")
-        self.pg_ctl = pg_ctl
-        self.tmp = Path(tempfile.mkdtemp(prefix="tuning-pg-machines-"))
-        self.data = self.tmp / "pg"
-        self.data.mkdir()
-        pwfile = self.tmp / "pw"
-        pwfile.write_text(PASSWORD + "\n")
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:  # initdb refuses to run as root
-            for p in (self.tmp, self.data, pwfile):
-                shutil.chown(p, "postgres")
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        self.port = _free_port()
-        self.count = 0
-        self.started = False
-        try:
-            subprocess.run(
-                [*self.as_user, initdb, "-D", str(self.data), "-U", "tuning",
-                 "--auth=scram-sha-256", f"--pwfile={pwfile}"],
-                check=True, capture_output=True, timeout=120,
-            )  # fmt: skip
-            with (self.data / "pg_hba.conf").open("a") as hba:
-                hba.write(f"host all all {SUBNET}.0.0/16 scram-sha-256\n")
-            listen = ",".join(["127.0.0.1", *addresses])
-            self.started = True
-            subprocess.run(
-                [*self.as_user, pg_ctl, "-D", str(self.data), "-l", str(self.tmp / "pg.log"),
-                 "-w", "start", "-o",
-                 f"-c listen_addresses={listen} -p {self.port} -k {self.tmp} "
-                 "-c max_connections=300"],
-                check=True, capture_output=True, timeout=120,
-            )  # fmt: skip
-        except BaseException:
-            self.stop()
-            raise
-
-    def url(self, db: str = "postgres", host: str = "127.0.0.1") -> str:
-        return f"postgresql://tuning:{PASSWORD}@{host}:{self.port}/{db}"
-
-    def new_database(self) -> str:
-        """A fresh, empty database; returns its name."""
-        import sqlalchemy
-
-        self.count += 1
-        name = f"machines{self.count}"
-        engine = sqlalchemy.create_engine(self.url(), isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-        engine.dispose()
-        return name
-
-    def stop(self) -> None:
-        if self.started:
-            subprocess.run(
-                [*self.as_user, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w",
-                 "stop"],
-                capture_output=True, timeout=60,
-            )  # fmt: skip
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 class MlflowServer:
     """``mlflow server`` on a SQLite store in ``folder``, listening on 127.0.0.1 and on every
     address of ``addresses`` (gunicorn binds each: uvicorn takes one host only)."""
 
     def __init__(self, folder: Path, addresses: Sequence[str], workers: int = 4) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         binds = " ".join(f"-b {a}:{self.port}" for a in addresses)
         self.log = (folder / "mlflow-server.log").open("w")
         self.proc = subprocess.Popen(
@@ -360,12 +280,15 @@ class Cluster:
         self.tag = f"{os.getpid() % 100000}"
         self.links: list[Link] = []
         self.workers: list[Worker] = []
-        self.postgres: Postgres | None = None
+        self.postgres: PgServer | None = None
         self.mlflow: MlflowServer | None = None
         try:
             self.links = make_links(n, self.tag)
             addresses = [link.host_ip for link in self.links]
-            self.postgres = Postgres(addresses)
+            self.postgres = PgServer(
+                PASSWORD, listen=addresses, hba=[f"host all all {SUBNET}.0.0/16 scram-sha-256"],
+                max_connections=300, stop_mode="immediate", prefix="tuning-pg-machines-",
+            )  # fmt: skip
             self.mlflow = MlflowServer(folder, addresses)
         except BaseException:
             self.close()
@@ -559,7 +482,7 @@ def prepare_study(exp: Path, storage: str, tracking: str) -> None:
 def one_run(cluster: Cluster, n: int, trials: int) -> dict[str, Any]:
     """``n`` machines at once, each adding ``trials`` trials to a fresh study."""
     assert cluster.postgres is not None
-    database = cluster.postgres.new_database()
+    database = cluster.postgres.new_database("machines")
     study = f"machines{n}"
     folder = cluster.folder / study
     folder.mkdir()

@@ -25,7 +25,7 @@ Run it (from the repository root; the full grid takes about an hour)::
 
     python benchmarks/workers.py --workdir /tmp/workers --out benchmarks/results/workers-scale.json
 
-PostgreSQL is started by the script (``initdb``/``pg_ctl`` from /usr/lib/postgresql, as the
+PostgreSQL is started by the script (benchmarks/pgserver.py: ``initdb``/``pg_ctl``, as the
 ``postgres`` user when run as root), one database per run. It prints a markdown table (median
 and range over the repetitions) and writes every run to ``--out`` as JSON. This is a benchmark,
 not a test: nothing is asserted.
@@ -35,17 +35,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
 import resource
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -59,6 +55,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from growth import SPACE  # noqa: E402  (the same search space as the growth benchmark)
+from pgserver import PgServer, free_port, missing  # noqa: E402  (a throwaway PostgreSQL)
 
 WORKER = HERE / "synthetic_worker.py"
 STUDY = "workers"
@@ -94,78 +91,10 @@ def write_experiment(folder: Path, *, storage: str, tracking: str, trials: int) 
 # --- servers ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    path = found[-1] if found else shutil.which(name)
-    if not path:
-        raise SystemExit(f"PostgreSQL's {name} is not installed")
-    return path
-
-
-class Postgres:
-    """A throwaway PostgreSQL on 127.0.0.1 (as ``tests/test_postgres.py`` starts one)."""
-
-    password = "bench-pw"
-
-    def __init__(self) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="tuning-pg-bench-"))
-        data = self.tmp / "pg"
-        data.mkdir()
-        pwfile = self.tmp / "pw"
-        pwfile.write_text(self.password + "\n")
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:  # initdb refuses to run as root
-            for p in (self.tmp, data, pwfile):
-                shutil.chown(p, "postgres")
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        self.port = _free_port()
-        self.data = data
-        subprocess.run(
-            [*self.as_user, _pg_bin("initdb"), "-D", str(data), "-U", "tuning",
-             "--auth=scram-sha-256", f"--pwfile={pwfile}"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        subprocess.run(
-            [*self.as_user, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(self.tmp / "pg.log"),
-             "-w", "start", "-o",
-             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.tmp} -c max_connections=200"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        self.count = 0
-
-    def url(self, db: str = "postgres") -> str:
-        return f"postgresql://tuning:{self.password}@127.0.0.1:{self.port}/{db}"
-
-    def new_database(self) -> str:
-        """A fresh, empty database; returns its URL."""
-        import sqlalchemy
-
-        self.count += 1
-        name = f"bench{self.count}"
-        engine = sqlalchemy.create_engine(self.url(), isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-        engine.dispose()
-        return self.url(name)
-
-    def stop(self) -> None:
-        subprocess.run(
-            [*self.as_user, _pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def mlflow_server(folder: Path) -> Iterator[str]:
     """A local ``mlflow server`` on a SQLite file in ``folder``; yields its URL, stops it after."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (folder / "mlflow-server.log").open("w")
     proc = subprocess.Popen(
@@ -434,7 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     out: Path = args.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    pg = Postgres() if "postgres" in args.storages else None
+    pg = None
+    if "postgres" in args.storages:
+        if missing():
+            raise SystemExit(missing())
+        pg = PgServer("bench-pw", max_connections=200, prefix="tuning-pg-bench-")
     runs: list[dict[str, Any]] = []
     commit = subprocess.run(
         ["git", "-C", str(HERE), "rev-parse", "HEAD"], capture_output=True, text=True
@@ -453,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                         name = f"{storage_kind}-{tracking_kind}-{n}w-r{rep}"
                         if storage_kind == "postgres":
                             assert pg is not None
-                            storage = pg.new_database()
+                            storage = pg.url(pg.new_database("bench"))
                         else:
                             storage = LOCAL[storage_kind]
                         record = one_run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,10 @@ if TYPE_CHECKING:  # mlflow is imported inside the helpers, after the backend is
     from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
+# The benchmarks' helpers (pgserver.py: a throwaway PostgreSQL; machines.py, ...) import by name,
+# as they do when a benchmark runs as a script.
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.append(str(ROOT / "benchmarks"))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["TUNING_OFFLINE"] = "1"  # never wait on a download in tests

@@ -2,68 +2,27 @@
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 from conftest import mlflow_client, mlflow_runs, parents_and_children, require
+from pgserver import PgServer, missing
 
 PASSWORD = "s3cret-pw-42"
 
 
-def _bin(name: str) -> str | None:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL server with a password-protected user; yields its URL."""
-    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
-    require(initdb and pg_ctl, "PostgreSQL (initdb, pg_ctl)", "apt-get install postgresql")
-    # Not under pytest's tmp_path: that is private to root, and the server runs as postgres.
-    tmp_path = Path(tempfile.mkdtemp(prefix="tuning-pg-"))
-    data = tmp_path / "pg"
-    data.mkdir()
-    pwfile = tmp_path / "pw"
-    pwfile.write_text(PASSWORD + "\n")
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root: use Debian's postgres user
-        for p in (tmp_path, data, pwfile):
-            shutil.chown(p, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-U", "tuning", "--auth=scram-sha-256",
-         f"--pwfile={pwfile}"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    subprocess.run(
-        [*as_user, pg_ctl, "-D", str(data), "-l", str(tmp_path / "pg.log"), "-w", "start", "-o",
-         f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp_path} -c max_connections=60"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    try:
-        yield f"postgresql://tuning:{PASSWORD}@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
-        )
-        shutil.rmtree(tmp_path, ignore_errors=True)
+    """A throwaway PostgreSQL server (benchmarks/pgserver.py) with a password-protected user;
+    yields its URL."""
+    require(not missing(), "PostgreSQL (initdb, pg_ctl)", "apt-get install postgresql")
+    with PgServer(PASSWORD) as server:
+        yield server.url()
 
 
 @pytest.mark.slow

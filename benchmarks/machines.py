@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import experiment_files  # benchmarks/experiment_files.py
 from pgserver import PgServer, free_port  # a throwaway PostgreSQL (benchmarks/pgserver.py)
 
 HERE = Path(__file__).resolve().parent
@@ -369,27 +369,17 @@ class Cluster:
 
 def write_experiment(folder: Path, *, study: str, trials: int, heartbeat: int = 10) -> Path:
     """The experiment every machine runs (storage and tracking come on the command line)."""
-    exp = {
-        "name": study,
-        "description": "machines benchmark: trials that sleep, real study and tracking",
-        "dataset": {"name": "digits"},
-        "search_space": "space.yaml",
-        "objective": {"metric": "val_accuracy", "direction": "maximize"},
-        "study": {
-            "storage": "sqlite:///unused.db",
-            "sampler": {"type": "random", "seed": 0},
-            "pruner": "none",
-            "n_trials": trials,
-            "heartbeat_interval": heartbeat,
-            "recheck_top": 0,
-        },
-        "training": {"max_epochs": 5, "batch_size": 64, "early_stopping": {"patience": 5}},
-        "tracking": {"uri": "sqlite:///unused-mlflow.db", "log_models": "none"},
-    }
-    (folder / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
-    path = folder / f"{study}.yaml"
-    path.write_text(yaml.safe_dump(exp, sort_keys=False))
-    return path
+    exp = experiment_files.experiment(
+        study,
+        description="machines benchmark: trials that sleep, real study and tracking",
+        study__storage="sqlite:///unused.db",
+        study__sampler={"type": "random", "seed": 0},
+        study__n_trials=trials,
+        study__heartbeat_interval=heartbeat,
+        training={"max_epochs": 5, "batch_size": 64, "early_stopping": {"patience": 5}},
+        tracking={"uri": "sqlite:///unused-mlflow.db", "log_models": "none"},
+    )
+    return experiment_files.write_experiment(folder, exp, SPACE)
 
 
 def read_back(storage: str, tracking: str, study: str) -> dict[str, Any]:

@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-import yaml
 
 if TYPE_CHECKING:  # mlflow is imported inside the helpers, after the backend is chosen
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
-# The benchmarks' helpers (pgserver.py: a throwaway PostgreSQL; machines.py, ...) import by name,
+# The benchmarks' helpers (pgserver.py: a throwaway PostgreSQL; experiment_files.py; machines.py,
+# ...) import by name,
 # as they do when a benchmark runs as a script.
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.append(str(ROOT / "benchmarks"))
+import experiment_files  # noqa: E402  (benchmarks/experiment_files.py)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["TUNING_OFFLINE"] = "1"  # never wait on a download in tests
@@ -129,33 +130,12 @@ TINY_SPACE: dict[str, Any] = {
 def write_experiment(folder: Path, name: str = "tiny", **changes: Any) -> Path:
     """Write a tiny digits experiment ``NAME.yaml`` and its ``space.yaml`` (``space=``, else
     :data:`TINY_SPACE`) into ``folder``; return its path. ``changes`` set keys, a double
-    underscore going one level down: ``study__n_trials=1``, ``tracking={...}``."""
-    exp: dict[str, Any] = {
-        "name": name,
-        "dataset": {"name": "digits"},
-        "search_space": "space.yaml",
-        "objective": {"metric": "val_accuracy", "direction": "maximize"},
-        "study": {
-            "storage": "sqlite:///optuna.db",
-            "sampler": {"type": "tpe", "n_startup_trials": 2},
-            "pruner": "none",
-            "n_trials": 2,
-            "recheck_top": 0,  # tests/engines/test_recheck.py turns it on
-        },
-        "training": {"max_epochs": 3, "batch_size": 128, "early_stopping": {"patience": 2}},
-        "tracking": {"uri": "sqlite:///mlflow.db"},
-    }
+    underscore going one level down: ``study__n_trials=1``, ``tracking={...}``
+    (benchmarks/experiment_files.py, which the benchmarks write theirs with)."""
     space = changes.pop("space", TINY_SPACE)
-    for key, value in changes.items():
-        node = exp
-        parts = key.split("__")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    (folder / "space.yaml").write_text(yaml.safe_dump(space))
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(exp))
-    return path
+    return experiment_files.write_experiment(
+        folder, experiment_files.experiment(name, **changes), space
+    )
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import experiment_files  # benchmarks/experiment_files.py
+from growth import SPACE  # the growth benchmark's search space
 from pgserver import PgServer, free_port  # a throwaway PostgreSQL (benchmarks/pgserver.py)
 
 HERE = Path(__file__).resolve().parent
@@ -67,16 +68,6 @@ WORKER = HERE / "synthetic_worker.py"
 PASSWORD = "machines-pw"
 SUBNET = "10.200"  # machine k: 10.200.X.0/30, X picked free at set-up
 LOCK = Path(tempfile.gettempdir()) / "tuning-machines.lock"
-
-SPACE: dict[str, Any] = {  # growth.py's search space
-    "n_hidden": {"type": "int", "low": 1, "high": 3},
-    "n_neurons": {"type": "int", "low": 8, "high": 128, "log": True},
-    "activation": {"type": "categorical", "choices": ["relu", "elu"]},
-    "optimizer": {"type": "categorical", "choices": ["adam", "nesterov"]},
-    "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-    "momentum": {"type": "float", "low": 0.8, "high": 0.99, "when": {"optimizer": ["nesterov"]}},
-    "batch_size": 64,
-}
 
 
 def _run(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:

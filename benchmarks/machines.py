@@ -58,10 +58,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import experiment_files  # noqa: E402  (benchmarks/experiment_files.py)
+from growth import SPACE  # noqa: E402  (the growth benchmark's search space)
 from servers import Postgres, free_port  # noqa: E402  (throwaway servers)
 
 HERE = Path(__file__).resolve().parent
@@ -70,16 +70,6 @@ WORKER = HERE / "synthetic_worker.py"
 PASSWORD = "machines-pw"
 SUBNET = "10.200"  # machine k: 10.200.X.0/30, X picked free at set-up
 LOCK = Path(tempfile.gettempdir()) / "tuning-machines.lock"
-
-SPACE: dict[str, Any] = {  # growth.py's search space
-    "n_hidden": {"type": "int", "low": 1, "high": 3},
-    "n_neurons": {"type": "int", "low": 8, "high": 128, "log": True},
-    "activation": {"type": "categorical", "choices": ["relu", "elu"]},
-    "optimizer": {"type": "categorical", "choices": ["adam", "nesterov"]},
-    "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-    "momentum": {"type": "float", "low": 0.8, "high": 0.99, "when": {"optimizer": ["nesterov"]}},
-    "batch_size": 64,
-}
 
 
 def _run(*cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -381,27 +371,17 @@ class Cluster:
 
 def write_experiment(folder: Path, *, study: str, trials: int, heartbeat: int = 10) -> Path:
     """The experiment every machine runs (storage and tracking come on the command line)."""
-    exp = {
-        "name": study,
-        "description": "machines benchmark: trials that sleep, real study and tracking",
-        "dataset": {"name": "digits"},
-        "search_space": "space.yaml",
-        "objective": {"metric": "val_accuracy", "direction": "maximize"},
-        "study": {
-            "storage": "sqlite:///unused.db",
-            "sampler": {"type": "random", "seed": 0},
-            "pruner": "none",
-            "n_trials": trials,
-            "heartbeat_interval": heartbeat,
-            "recheck_top": 0,
-        },
-        "training": {"max_epochs": 5, "batch_size": 64, "early_stopping": {"patience": 5}},
-        "tracking": {"uri": "sqlite:///unused-mlflow.db", "log_models": "none"},
-    }
-    (folder / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
-    path = folder / f"{study}.yaml"
-    path.write_text(yaml.safe_dump(exp, sort_keys=False))
-    return path
+    exp = experiment_files.experiment(
+        study,
+        description="machines benchmark: trials that sleep, real study and tracking",
+        study__storage="sqlite:///unused.db",
+        study__sampler={"type": "random", "seed": 0},
+        study__n_trials=trials,
+        study__heartbeat_interval=heartbeat,
+        training={"max_epochs": 5, "batch_size": 64, "early_stopping": {"patience": 5}},
+        tracking={"uri": "sqlite:///unused-mlflow.db", "log_models": "none"},
+    )
+    return experiment_files.write_experiment(folder, exp, SPACE)
 
 
 def read_back(storage: str, tracking: str, study: str) -> dict[str, Any]:

@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import experiment_files  # benchmarks/experiment_files.py
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,21 +61,14 @@ SPACE: dict[str, Any] = {
 
 
 def experiment(trials: int, epochs: int) -> dict[str, Any]:
-    return {
-        "name": "nightly",
-        "dataset": {"path": "rows.csv", "target": "target"},
-        "search_space": "space.yaml",
-        "objective": {"metric": "val_accuracy", "direction": "maximize"},
-        "study": {
-            "storage": "sqlite:///optuna.db",
-            "sampler": {"type": "tpe", "n_startup_trials": 3},
-            "pruner": "none",
-            "n_trials": trials,
-            "recheck_top": 0,
-        },
-        "training": {"max_epochs": epochs, "early_stopping": {"patience": 3}},
-        "tracking": {"uri": "sqlite:///mlflow.db", "register_as": "nightly-mlp"},
-    }
+    return experiment_files.experiment(
+        "nightly",
+        dataset={"path": "rows.csv", "target": "target"},
+        study__sampler={"type": "tpe", "n_startup_trials": 3},
+        study__n_trials=trials,
+        training={"max_epochs": epochs, "early_stopping": {"patience": 3}},
+        tracking__register_as="nightly-mlp",
+    )
 
 
 def write_rows(work: Path, rows: int, drop: tuple[str, ...] = ()) -> None:

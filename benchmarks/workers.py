@@ -25,7 +25,7 @@ Run it (from the repository root; the full grid takes about an hour)::
 
     python benchmarks/workers.py --workdir /tmp/workers --out benchmarks/results/workers-scale.json
 
-PostgreSQL is started by the script (``initdb``/``pg_ctl`` from /usr/lib/postgresql, as the
+PostgreSQL is started by the script (benchmarks/servers.py: ``initdb``/``pg_ctl``, as the
 ``postgres`` user when run as root), one database per run. It prints a markdown table (median
 and range over the repetitions) and writes every run to ``--out`` as JSON. This is a benchmark,
 not a test: nothing is asserted.
@@ -46,11 +46,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import experiment_files  # noqa: E402  (benchmarks/experiment_files.py)
 from growth import SPACE  # noqa: E402  (the same search space as the growth benchmark)
 from servers import Postgres, mlflow_server  # noqa: E402  (throwaway servers)
 
@@ -63,26 +62,19 @@ TRACKING = ("sqlite", "server")
 
 def write_experiment(folder: Path, *, storage: str, tracking: str, trials: int) -> Path:
     """Write the experiment and its space into ``folder``; return the experiment's path."""
-    study: dict[str, Any] = {
-        "storage": storage,
-        "sampler": {"type": "random", "seed": 0},
-        "pruner": "none",
-        "n_trials": trials,
-    }
-    exp = {
-        "name": STUDY,
-        "description": "workers benchmark: trials that sleep, real study and tracking",
-        "dataset": {"name": "digits"},
-        "search_space": "space.yaml",
-        "objective": {"metric": "val_accuracy", "direction": "maximize"},
-        "study": study,
-        "training": {"max_epochs": 5, "batch_size": 64, "early_stopping": {"patience": 5}},
-        "tracking": {"uri": tracking, "log_models": "none"},
-    }
-    (folder / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
-    path = folder / "exp.yaml"
-    path.write_text(yaml.safe_dump(exp, sort_keys=False))
-    return path
+    exp = experiment_files.experiment(
+        STUDY,
+        description="workers benchmark: trials that sleep, real study and tracking",
+        study={  # the default re-check, unlike the tests' experiment
+            "storage": storage,
+            "sampler": {"type": "random", "seed": 0},
+            "pruner": "none",
+            "n_trials": trials,
+        },
+        training={"max_epochs": 5, "batch_size": 64, "early_stopping": {"patience": 5}},
+        tracking={"uri": tracking, "log_models": "none"},
+    )
+    return experiment_files.write_experiment(folder, exp, SPACE, file="exp.yaml")
 
 
 # --- one run ----------------------------------------------------------------------------------

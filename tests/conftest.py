@@ -5,19 +5,25 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-import yaml
 
 if TYPE_CHECKING:  # mlflow is imported inside the helpers, after the backend is chosen
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
+# The benchmarks' helpers (servers.py: a throwaway PostgreSQL and mlflow server;
+# experiment_files.py; machines.py, ...) import by name, as they do when a benchmark runs as a
+# script.
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.append(str(ROOT / "benchmarks"))
+import experiment_files  # noqa: E402  (benchmarks/experiment_files.py)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["TUNING_OFFLINE"] = "1"  # never wait on a download in tests
@@ -90,15 +96,24 @@ def _seeded() -> None:
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh current directory with no MLflow run or URI inherited from the environment."""
-    monkeypatch.chdir(tmp_path)
-    for var in (
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_RUN_ID",
-        "MLFLOW_EXPERIMENT_ID",
-        "MLFLOW_EXPERIMENT_NAME",
-    ):
-        monkeypatch.delenv(var, raising=False)
+    enter(tmp_path, monkeypatch)
     return tmp_path
+
+
+MLFLOW_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_RUN_ID",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+)
+
+
+def enter(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``folder`` the current directory, with no MLflow run or URI from the environment
+    (what :func:`workdir` does; a module-scoped fixture calls it in ``MonkeyPatch.context()``)."""
+    monkeypatch.chdir(folder)
+    for var in MLFLOW_ENV:
+        monkeypatch.delenv(var, raising=False)
 
 
 TINY_SPACE: dict[str, Any] = {
@@ -112,37 +127,24 @@ TINY_SPACE: dict[str, Any] = {
 }
 
 
+def write_experiment(folder: Path, name: str = "tiny", **changes: Any) -> Path:
+    """Write a tiny digits experiment ``NAME.yaml`` and its ``space.yaml`` (``space=``, else
+    :data:`TINY_SPACE`) into ``folder``; return its path. ``changes`` set keys, a double
+    underscore going one level down: ``study__n_trials=1``, ``tracking={...}``
+    (benchmarks/experiment_files.py, which the benchmarks write theirs with)."""
+    space = changes.pop("space", TINY_SPACE)
+    return experiment_files.write_experiment(
+        folder, experiment_files.experiment(name, **changes), space
+    )
+
+
 @pytest.fixture
 def make_experiment(workdir: Path) -> Callable[..., Path]:
-    """Write a tiny digits experiment into the working folder and return its path."""
+    """Write a tiny digits experiment into the working folder and return its path
+    (:func:`write_experiment`)."""
 
     def make(name: str = "tiny", **changes: Any) -> Path:
-        exp: dict[str, Any] = {
-            "name": name,
-            "dataset": {"name": "digits"},
-            "search_space": "space.yaml",
-            "objective": {"metric": "val_accuracy", "direction": "maximize"},
-            "study": {
-                "storage": "sqlite:///optuna.db",
-                "sampler": {"type": "tpe", "n_startup_trials": 2},
-                "pruner": "none",
-                "n_trials": 2,
-                "recheck_top": 0,  # tests/engines/test_recheck.py turns it on
-            },
-            "training": {"max_epochs": 3, "batch_size": 128, "early_stopping": {"patience": 2}},
-            "tracking": {"uri": "sqlite:///mlflow.db"},
-        }
-        space = changes.pop("space", TINY_SPACE)
-        for key, value in changes.items():
-            node = exp
-            parts = key.split("__")
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = value
-        (workdir / "space.yaml").write_text(yaml.safe_dump(space))
-        path = workdir / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(exp))
-        return path
+        return write_experiment(workdir, name, **changes)
 
     return make
 

@@ -139,9 +139,17 @@ def test_an_edited_space_continues_in_a_new_version(make_experiment, workdir: Pa
     assert "activation" in started[0].data.tags["version_reason"]
 
 
-def test_a_numeric_range_change_keeps_the_study(make_experiment, workdir: Path) -> None:
+def test_a_space_change_can_be_refused_and_a_numeric_range_change_keeps_the_study(
+    make_experiment, workdir: Path
+) -> None:
     exp = make_experiment("rng", training__max_epochs=1, study__n_trials=1)
     _run(exp)
+    (workdir / "space.yaml").write_text(yaml.safe_dump(_space(batch_size=64)))
+    result = CliRunner().invoke(app, ["run", str(exp), "--set", "study.on_change.space=error"])
+    one_line_error(result, "study.on_change.space", "batch_size: fixed 128 -> fixed 64")
+    assert len(mlflow_runs(workdir, "rng", role="job")) == 1  # nothing created by the refusal
+    assert set(_studies(workdir)) == {"rng"} and len(_trials(workdir, "rng")) == 1
+
     wider = _space(learning_rate={"type": "float", "low": 1e-4, "high": 3e-2, "log": True},
                    dropout={"type": "float", "low": 0.0, "high": 0.2})  # fmt: skip
     (workdir / "space.yaml").write_text(yaml.safe_dump(wider))
@@ -150,16 +158,6 @@ def test_a_numeric_range_change_keeps_the_study(make_experiment, workdir: Path) 
     assert "learning_rate: float 0.001..0.01 log -> float 0.0001..0.03 log" in line
     assert "dropout added" in line and "continuing version 1 ('rng')" in line
     assert set(_studies(workdir)) == {"rng"} and len(_trials(workdir, "rng")) == 2
-
-
-def test_a_space_change_can_be_refused(make_experiment, workdir: Path) -> None:
-    exp = make_experiment("ref", training__max_epochs=1, study__n_trials=1)
-    _run(exp)
-    (workdir / "space.yaml").write_text(yaml.safe_dump(_space(batch_size=64)))
-    result = CliRunner().invoke(app, ["run", str(exp), "--set", "study.on_change.space=error"])
-    one_line_error(result, "study.on_change.space", "batch_size: fixed 128 -> fixed 64")
-    assert len(mlflow_runs(workdir, "ref", role="job")) == 1  # nothing created by the refusal
-    assert set(_studies(workdir)) == {"ref"} and len(_trials(workdir, "ref")) == 1
 
 
 def test_a_half_made_version_is_made_again(make_experiment, workdir: Path) -> None:
@@ -247,9 +245,16 @@ def test_refreshed_data_moves_the_champion_on_todays_rows(nightly: Path, workdir
     assert str(client.get_model_version_by_alias("nightly-mlp", "champion").version) == "3"
 
 
-def test_data_drift_beyond_the_share_starts_a_version(nightly: Path, workdir: Path) -> None:
+def test_a_data_change_can_be_refused_and_drift_beyond_the_share_starts_a_version(
+    nightly: Path, workdir: Path
+) -> None:
     _csv(workdir, 200)
     _run(nightly, "--set", "tracking.register_as=null")
+    _csv(workdir, 210)
+    result = CliRunner().invoke(app, ["run", str(nightly), "--set", "study.on_change.data=error"])
+    one_line_error(result, "study.on_change.data", "rows 200 -> 210")
+    assert len(mlflow_runs(workdir, "nightly", role="job")) == 1
+
     _csv(workdir, 320)  # +60 %: over study.on_change.rows 0.5
     out = _run(nightly, "--set", "tracking.register_as=null")
     (line,) = [x for x in out.splitlines() if x.startswith("data changed")]
@@ -257,15 +262,6 @@ def test_data_drift_beyond_the_share_starts_a_version(nightly: Path, workdir: Pa
     assert set(_studies(workdir)) == {"nightly", "nightly@v2"}
     data = _studies(workdir)["nightly@v2"].user_attrs[lineage.DATA]
     assert data["rows"] == 320
-
-
-def test_a_data_change_can_be_refused(nightly: Path, workdir: Path) -> None:
-    _csv(workdir, 200)
-    _run(nightly, "--set", "tracking.register_as=null")
-    _csv(workdir, 210)
-    result = CliRunner().invoke(app, ["run", str(nightly), "--set", "study.on_change.data=error"])
-    one_line_error(result, "study.on_change.data", "rows 200 -> 210")
-    assert len(mlflow_runs(workdir, "nightly", role="job")) == 1
 
 
 def test_the_keras_tuner_engine_records_digests(make_experiment, workdir: Path) -> None:

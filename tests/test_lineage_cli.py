@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
-from conftest import TINY_SPACE
+from conftest import TINY_SPACE, enter, write_experiment
 from typer.testing import CliRunner
 
 from tuning.cli import app
@@ -23,19 +26,32 @@ def _ok(*args: str) -> str:
     return result.stdout
 
 
-@pytest.fixture
-def two_versions(make_experiment, workdir: Path) -> Path:
+@pytest.fixture(scope="module")
+def _two_versions_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Study 'lin': version 1 ran one trial; a choice added to the space started 'lin@v2', which
-    got v1's trial (copied) and ran one of its own."""
-    exp = make_experiment("lin", training__max_epochs=1, study__n_trials=1)
-    _ok("run", str(exp), "-q")
-    wider = {
-        **TINY_SPACE,
-        "activation": {"type": "categorical", "choices": ["relu", "elu", "gelu"]},
-    }
-    (workdir / "space.yaml").write_text(yaml.safe_dump(wider))
-    _ok("run", str(exp), "-q")
-    return exp
+    got v1's trial (copied) and ran one of its own. Built once for the module (two jobs)."""
+    folder = tmp_path_factory.mktemp("two_versions")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        enter(folder, monkeypatch)
+        random.seed(0)
+        np.random.seed(0)
+        exp = write_experiment(folder, "lin", training__max_epochs=1, study__n_trials=1)
+        _ok("run", str(exp), "-q")
+        wider = {
+            **TINY_SPACE,
+            "activation": {"type": "categorical", "choices": ["relu", "elu", "gelu"]},
+        }
+        (folder / "space.yaml").write_text(yaml.safe_dump(wider))
+        _ok("run", str(exp), "-q")
+    return folder
+
+
+@pytest.fixture
+def two_versions(_two_versions_built: Path, workdir: Path) -> Path:
+    """A copy of the built stores in this test's working folder (a test may add runs to it; the
+    artifacts stay where the jobs wrote them); returns the experiment's path."""
+    shutil.copytree(_two_versions_built, workdir, dirs_exist_ok=True)
+    return workdir / "lin.yaml"
 
 
 def test_status_shows_a_study_once_with_its_versions(two_versions: Path) -> None:

@@ -27,7 +27,7 @@ from tuning.errors import ConfigError
 from tuning.locks import lock_path, pg_lock_key, store_lock
 
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
-SMALL = ["--set", "study.n_trials=1", "--set", "training.max_epochs=2",
+SMALL = ["--set", "study.n_trials=1", "--set", "training.max_epochs=1",
          "--set", "study.recheck_top=0", "--set", "tracking.log_models=none"]  # fmt: skip
 
 # Each process does its slow imports, says it is ready, and waits for the word go.

@@ -10,11 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, mlflow_client, mlflow_runs, parents_and_children, require
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import servers  # noqa: E402  (benchmarks/servers.py: the throwaway PostgreSQL)
+import servers  # benchmarks/servers.py: the throwaway PostgreSQL (conftest puts it on sys.path)
+from conftest import mlflow_client, mlflow_runs, parents_and_children, require
 
 PASSWORD = "s3cret-pw-42"
 

@@ -25,7 +25,9 @@ def _env() -> dict[str, str]:
 
 
 def test_two_workers_share_one_study(make_experiment, workdir: Path) -> None:
-    exp = make_experiment("pair", study__n_trials=2, study__sampler={"type": "random"})
+    exp = make_experiment(
+        "pair", study__n_trials=2, study__sampler={"type": "random"}, training__max_epochs=1
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "tuning", "run", str(exp), "--workers", "2"],
         cwd=workdir, env=_env(), capture_output=True, text=True, timeout=600,
@@ -138,7 +140,10 @@ def test_bad_time_budget_is_a_user_error(make_experiment, workdir: Path) -> None
 
 def test_status_lists_studies_with_their_champion(make_experiment, workdir: Path) -> None:
     exp = make_experiment(
-        "stat", study__n_trials=1, tracking={"uri": "sqlite:///mlflow.db", "register_as": "m"}
+        "stat",
+        study__n_trials=1,
+        training__max_epochs=1,
+        tracking={"uri": "sqlite:///mlflow.db", "register_as": "m"},
     )
     assert CliRunner().invoke(app, ["run", str(exp), "-q"]).exit_code == 0
     result = CliRunner().invoke(

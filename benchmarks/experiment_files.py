@@ -1,0 +1,55 @@
+"""Experiment files for the tests and the benchmarks: one skeleton, changed key by key.
+
+:func:`experiment` is a tiny digits experiment (2 TPE trials of at most 3 epochs, local SQLite
+stores, no re-check): tests/conftest.py's ``make_experiment`` writes it as it is or with a few
+keys changed, and the benchmarks (month.py, machines.py, workers.py) change what they measure.
+:func:`write_experiment` writes it and its search space. The benchmarks run as scripts from the
+repository root, so this folder is on their ``sys.path``; tests/conftest.py puts it there for
+the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def experiment(name: str, **changes: Any) -> dict[str, Any]:
+    """The tiny experiment named ``name`` with ``changes``: each sets one key, a double
+    underscore going one level down (``study__n_trials=1`` sets ``study.n_trials``;
+    ``training={...}`` replaces the whole section)."""
+    exp: dict[str, Any] = {
+        "name": name,
+        "dataset": {"name": "digits"},
+        "search_space": "space.yaml",
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "study": {
+            "storage": "sqlite:///optuna.db",
+            "sampler": {"type": "tpe", "n_startup_trials": 2},
+            "pruner": "none",
+            "n_trials": 2,
+            "recheck_top": 0,  # tests/engines/test_recheck.py turns it on
+        },
+        "training": {"max_epochs": 3, "batch_size": 128, "early_stopping": {"patience": 2}},
+        "tracking": {"uri": "sqlite:///mlflow.db"},
+    }
+    for key, value in changes.items():
+        node = exp
+        parts = key.split("__")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return exp
+
+
+def write_experiment(
+    folder: Path, exp: dict[str, Any], space: dict[str, Any], *, file: str | None = None
+) -> Path:
+    """Write ``exp`` as ``folder/FILE`` (``NAME.yaml`` by default) and ``space`` as the
+    ``search_space`` it names, keys in the order given; return the experiment's path."""
+    (folder / exp["search_space"]).write_text(yaml.safe_dump(space, sort_keys=False))
+    path = folder / (file or f"{exp['name']}.yaml")
+    path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    return path

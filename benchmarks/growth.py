@@ -193,8 +193,12 @@ def synthetic_train(
     *,
     max_epochs: int,
     on_epoch: Callable[[int, Mapping[str, float]], None],
+    carry: Any = None,
+    keep_last: bool = False,
 ) -> Any:
     """Stand-in for ``Trainer.train``: the same hook per epoch, early stopping included.
+    (``carry``/``keep_last``: a continued trial's state; growth's jobs have no time budget, so
+    no trial is cut and none is continued.)
 
     ``optuna.TrialPruned`` raised by ``on_epoch`` propagates, as it does out of ``model.fit``.
     """

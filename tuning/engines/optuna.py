@@ -83,8 +83,9 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
     """TPE that models the best :data:`TPE_BEST` complete trials and the ``recent`` latest.
 
     Optuna's TPE fits its Parzen estimators to every finished trial and scores each of its 24
-    candidates against all of them, so a sample costs O(trials): 13 ms at trial 10, 30 ms at
-    trial 1,000 and ~200 ms at trial 10,000 (benchmarks/RESULTS.md, "Growth: 10,000 trials").
+    candidates against all of them, so a sample costs O(trials): 11 ms of CPU at trial 30 and
+    87 ms at trial 10,000, 30 ms with this view (benchmarks/RESULTS.md, "Growth: 10,000
+    trials").
     With a bounded view the "good" density l(x) is the same as over the whole history (TPE takes
     at most the best 25 as good, and the best 25 are always in the view); only the "bad"
     density g(x) is fitted to the recent trials instead of all of them (Optuna already weights

@@ -45,11 +45,20 @@ def experiment(name: str, **changes: Any) -> dict[str, Any]:
 
 
 def write_experiment(
-    folder: Path, exp: dict[str, Any], space: dict[str, Any], *, file: str | None = None
+    folder: Path,
+    exp: dict[str, Any],
+    space: dict[str, Any],
+    *,
+    file: str | None = None,
+    sort_keys: bool = False,
 ) -> Path:
     """Write ``exp`` as ``folder/FILE`` (``NAME.yaml`` by default) and ``space`` as the
-    ``search_space`` it names, keys in the order given; return the experiment's path."""
-    (folder / exp["search_space"]).write_text(yaml.safe_dump(space, sort_keys=False))
+    ``search_space`` it names (``space.yaml`` beside a space written inline), keys in the order
+    given (``sort_keys``: sorted, as the tests have always written them: the order of a space's
+    keys is the order Optuna samples them in, so it changes a seeded study's trials); return
+    the experiment's path."""
+    named = exp["search_space"] if isinstance(exp["search_space"], str) else "space.yaml"
+    (folder / named).write_text(yaml.safe_dump(space, sort_keys=sort_keys))
     path = folder / (file or f"{exp['name']}.yaml")
-    path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    path.write_text(yaml.safe_dump(exp, sort_keys=sort_keys))
     return path

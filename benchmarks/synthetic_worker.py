@@ -44,8 +44,11 @@ def sleeping_train(
     *,
     max_epochs: int,
     on_epoch: Callable[[int, Mapping[str, float]], None],
+    carry: Any = None,
+    keep_last: bool = False,
 ) -> Any:
-    """Stand-in for ``Trainer.train``: growth's synthetic epochs, each after a sleep."""
+    """Stand-in for ``Trainer.train``: growth's synthetic epochs, each after a sleep (no trial
+    is continued: ``carry`` and ``keep_last`` are for the real trainer)."""
     seconds = float(os.environ.get(EPOCH_SECONDS_ENV, "0.2"))
 
     def slow(epoch: int, logs: Mapping[str, float]) -> None:

@@ -134,7 +134,7 @@ def write_experiment(folder: Path, name: str = "tiny", **changes: Any) -> Path:
     (benchmarks/experiment_files.py, which the benchmarks write theirs with)."""
     space = changes.pop("space", TINY_SPACE)
     return experiment_files.write_experiment(
-        folder, experiment_files.experiment(name, **changes), space
+        folder, experiment_files.experiment(name, **changes), space, sort_keys=True
     )
 
 

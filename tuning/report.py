@@ -24,6 +24,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tuning import pareto, records  # noqa: E402
+from tuning.digest import Digest, digest, digest_of_trials, top_trials  # noqa: E402
 from tuning.lineage import CARRIED_FROM, versions  # noqa: E402
 from tuning.objective import Objective  # noqa: E402
 from tuning.process import is_dead  # noqa: E402
@@ -275,13 +276,26 @@ def _optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     return paths
 
 
-def results_table(study: optuna.Study, *, top: int = 5, origins: bool = False) -> list[str]:
+def results_table(
+    study: optuna.Study, *, top: int = 5, origins: bool = False, found: Digest | None = None
+) -> list[str]:
     """The best complete trials as text lines, like KerasTuner's ``results_summary``.
 
     With ``origins``, a trial carried from an earlier version of the study says where it came
-    from (:func:`carried_note`) after its hyperparameters.
+    from (:func:`carried_note`) after its hyperparameters. With the study's digest
+    (:func:`tuning.digest.digest_of_study`) and one objective, only the ``top`` trials are
+    read; several objectives rank every trial.
     """
-    complete = _ranked(study)
+    if found is not None and not pareto.is_multi(study):
+        complete = top_trials(
+            study._storage,  # noqa: SLF001 (Optuna keeps them private)
+            study._study_id,  # noqa: SLF001
+            found,
+            Objective.of_study(study),
+            top,
+        )
+    else:
+        complete = _ranked(study)
     if not complete:
         return []
     header = f"{'trial':>5}  {'value':>8}  {'epochs':>6}  {'seconds':>7}  {'params':>8}"
@@ -334,16 +348,18 @@ def version_summaries(
         directions = storage.get_study_directions(study_id)
         limits = storage.get_study_user_attrs(study_id).get("tuning.limits")
         several = len(directions) > 1 or bool(limits)
-        trials = storage.get_all_trials(study_id, deepcopy=False) if counts or several else None
+        found: Digest | None = None
         best: optuna.trial.FrozenTrial | None
         if several:  # the best feasible by the primary: Optuna's best ignores limits
-            assert trials is not None
+            trials = storage.get_all_trials(study_id, deepcopy=False)
             best = best_feasible(trials, directions)
+            found = digest_of_trials(trials) if counts else None
         else:  # one query, not every trial (a study of 10,000 trials)
             try:
                 best = storage.get_best_trial(study_id)
             except ValueError:
                 best = None
+            found = digest(storage, study_id) if counts else None  # SQL aggregates
         data = info.data_last or info.data
         out.append(
             {
@@ -353,17 +369,11 @@ def version_summaries(
                 "previous": info.previous,
                 "reason": info.reason,
                 "created": info.created,
-                "trials": len(trials) if trials is not None else None,
+                "trials": found.trials if found is not None else None,
                 "states": (
-                    {k: n for k, n in state_counts(trials).items() if n}
-                    if trials is not None
-                    else None
+                    {k: n for k, n in found.states.items() if n} if found is not None else None
                 ),
-                "carried": (
-                    sum(1 for t in trials if CARRIED_FROM in t.user_attrs)
-                    if trials is not None
-                    else None
-                ),
+                "carried": found.carried if found is not None else None,
                 "best_value": primary(best) if best is not None else None,
                 "best_trial": best.number if best is not None else None,
                 "best_from": carried_note(best) if best is not None else None,

@@ -14,20 +14,18 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import optuna
 
-matplotlib.use("Agg")  # files, never a window: before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
+from tuning import pareto, records
+from tuning.digest import Digest, digest, digest_of_trials, top_trials
+from tuning.lineage import CARRIED_FROM, versions
+from tuning.objective import Objective
+from tuning.process import is_dead
 
-from tuning import pareto, records  # noqa: E402
-from tuning.digest import Digest, digest, digest_of_trials, top_trials  # noqa: E402
-from tuning.lineage import CARRIED_FROM, versions  # noqa: E402
-from tuning.objective import Objective  # noqa: E402
-from tuning.process import is_dead  # noqa: E402
+if TYPE_CHECKING:
+    from types import ModuleType
 
 __all__ = [
     "carried_note",
@@ -41,6 +39,17 @@ __all__ = [
     "version_summaries",
     "write_job_reports",
 ]
+
+
+def _pyplot() -> ModuleType:
+    """matplotlib's pyplot, drawing to files (never a window). Imported when a plot is made:
+    pyplot and pandas cost ~0.5 s, and ``tuning status``/``show``/``best`` draw nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot is imported
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def state_counts(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
@@ -136,6 +145,9 @@ def write_job_reports(
     A study with several objectives gets its front instead of the single-objective plots
     (:func:`write_front_reports`); the trials table and learning curves are the same.
     """
+    import pandas as pd
+
+    plt = _pyplot()
     paths = []
     table = out_dir / "trials.csv"
     pd.DataFrame(trials_table(study)).to_csv(table, index=False)
@@ -173,6 +185,8 @@ def write_front_reports(study: optuna.Study, out_dir: Path) -> list[Path]:
     """A multi-objective study's front: ``pareto_front.csv`` (every complete trial: objectives,
     limited figures, feasible, on the front), ``pareto_front.png`` (primary against second
     objective) and Optuna's interactive ``pareto_front.html`` (infeasible trials greyed)."""
+    import pandas as pd
+
     front = pareto.Front.of(study)
     path = out_dir / "pareto_front.csv"
     pd.DataFrame(front.rows).to_csv(path, index=False)
@@ -211,6 +225,7 @@ def _learning_curves(
     out_dir: Path,
 ) -> list[Path]:
     """The learning curves of this job's top five trials by ``objective``."""
+    plt = _pyplot()
     paths: list[Path] = []
     metric = objective.metric
     if histories:
@@ -241,6 +256,7 @@ def _learning_curves(
 
 def _optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     """Optuna's own plots: interactive HTML (plotly) and a PNG twin (matplotlib) of each."""
+    plt = _pyplot()
     complete = [
         t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
     ]
@@ -592,6 +608,7 @@ def compare_fronts(
 
 def best_so_far_plot(studies: list[optuna.Study], *, metric: str, path: Path) -> Path:
     """Best-so-far validation score against wall-clock seconds, one line per study."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for study in studies:
         objective = pareto.objectives_of(study)[0]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+import servers  # benchmarks/servers.py: the throwaway PostgreSQL
+from conftest import require
 from synthetic_study import make_study  # benchmarks/synthetic_study.py (conftest's sys.path)
 
 from tuning import digest, report
@@ -96,6 +98,24 @@ def test_champions_from_sqlite_equal_mlflows(tmp_path: Path) -> None:
     assert sqlite_champions(uri) == champions_by_study(uri)
     assert sqlite_champions(uri) == {"digits": "digits-mlp v2", "iris": "iris-mlp v2"}
     assert sqlite_champions("http://127.0.0.1:1") is None  # a server: MLflow answers
+
+
+@pytest.mark.slow
+def test_sql_digest_on_postgresql() -> None:
+    """The same SQL on PostgreSQL (Optuna's enums are native there, times are timestamps)."""
+    require(
+        servers.postgres_available(), "PostgreSQL (initdb, pg_ctl)", "apt-get install postgresql"
+    )
+    pg = servers.Postgres(password="digest-pw")
+    try:
+        storage = optuna.storages.get_storage(pg.url())
+        study = make_study(storage, 120, seed=7)
+        fast, slow = _both(storage, study)
+        assert fast == slow
+        assert fast.states["not_learning"] > 0  # type: ignore[attr-defined]
+        assert fast.last is not None  # type: ignore[attr-defined]
+    finally:
+        pg.stop()
 
 
 @pytest.mark.slow

@@ -53,6 +53,11 @@ def test_sql_digest_equals_the_generic_one(tmp_path: Path) -> None:
     assert report.results_table(study, top=6, origins=True, found=fast) == report.results_table(
         study, top=6, origins=True
     )
+    # a limit on a trial (Optuna 5's "constraints:<name>" system attribute) is seen by both
+    assert not fast.constrained
+    storage.set_trial_system_attr(fast.running[0]._trial_id, "constraints:n_params", 1.0)
+    fast, slow = _both(storage, study)
+    assert fast == slow and fast.constrained  # type: ignore[attr-defined]
 
 
 def test_sql_copies_grow_a_study_that_reads_the_same(tmp_path: Path) -> None:

@@ -569,16 +569,17 @@ def show(
 ) -> None:
     """Print a study's state from its storage: which version, trials by state, best trial, top
     trials, and the study's other versions."""
-    from tuning.report import last_trial_time, results_table, state_counts
+    from tuning.digest import digest_of_study
+    from tuning.report import results_table
 
     try:
         picked = _pick(study_name, storage, version)
     except ConfigError as e:
         raise _fail(e) from None
     study = picked.study
-    trials = study.get_trials(deepcopy=False)
-    counts = {k: n for k, n in state_counts(trials).items() if n}
-    last = last_trial_time(trials)
+    found = digest_of_study(study)  # SQL aggregates on a database: no trial read
+    counts = {k: n for k, n in found.states.items() if n}
+    last = found.last
     best = _best(study)
     front = _front(study)
     if as_json:
@@ -588,10 +589,10 @@ def show(
                     "study": study.study_name,
                     **picked.json(),
                     **_directions(study, front),
-                    "trials": len(trials),
+                    "trials": found.trials,
                     "states": counts,
                     "last_trial_at": last.isoformat() if last else None,
-                    "backends": _backends(trials),
+                    "backends": found.backends,
                     "best": best,
                     **({"front": _front_json(front)} if front else {}),
                 },
@@ -605,7 +606,7 @@ def show(
     states = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no trials"
     carried = (picked.shown or {}).get("carried")
     typer.echo(
-        f"study {study.study_name!r} ({_directions_text(study, front)}): {len(trials)} trials: "
+        f"study {study.study_name!r} ({_directions_text(study, front)}): {found.trials} trials: "
         f"{states}" + (f"; {carried} carried from earlier versions" if carried else "")
     )
     if picked.versioned and picked.shown and picked.shown["data_rows"] is not None:
@@ -618,7 +619,7 @@ def show(
         )
     if last:
         typer.echo(f"last trial: {last:%Y-%m-%d %H:%M:%S}")
-    backends = _backends(trials)
+    backends = found.backends
     if backends:
         typer.echo("backend: " + ", ".join(f"{name} ({n} trials)" for name, n in backends.items()))
     if picked.versioned:
@@ -630,7 +631,7 @@ def show(
         for line in front.lines(top=top):
             typer.echo(line)
         return
-    for line in results_table(study, top=top, origins=True):
+    for line in results_table(study, top=top, origins=True, found=found):
         typer.echo(line)
 
 
@@ -793,23 +794,25 @@ def _status_row(
     """One study's line of `tuning status`, as data."""
     import optuna
 
-    from tuning.report import best_feasible, last_trial_time, running_liveness, state_counts
+    from tuning.digest import digest, top_trials
+    from tuning.objective import Objective
+    from tuning.report import best_feasible, running_liveness
 
     study = optuna.load_study(study_name=name, storage=store)
-    trials = study.get_trials(deepcopy=False)
-    last = last_trial_time(trials)
+    study_id = store.get_study_id_from_name(name)
+    found = digest(store, study_id)  # SQL aggregates on a database: no trial read
     top = None
-    if len(study.directions) > 1 or any(t.constraints for t in trials):  # objectives, limits
-        top = best_feasible(trials, study.directions)
-    else:
-        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-        top = pick(done, key=lambda t: float(t.value), default=None)  # type: ignore[arg-type]
+    if len(study.directions) > 1 or found.constrained:  # objectives, limits: every trial
+        top = best_feasible(study.get_trials(deepcopy=False), study.directions)
+    else:  # the first best of the complete trials
+        best = top_trials(store, study_id, found, Objective.of_study(study), 1, complete_only=True)
+        top = best[0] if best else None
+    last = found.last
     return {
         "study": name,
-        "trials": len(trials),
-        "states": {k: n for k, n in state_counts(trials).items() if n},
-        "running": {k: n for k, n in running_liveness(trials).items() if n},
+        "trials": found.trials,
+        "states": {k: n for k, n in found.states.items() if n},
+        "running": {k: n for k, n in running_liveness(found.running).items() if n},
         "best_value": top.values[0] if top and top.values else None,
         "best_trial": top.number if top else None,
         "last_trial_at": last.isoformat(timespec="seconds") if last else None,
@@ -818,10 +821,17 @@ def _status_row(
 
 
 def _champions(tracking_uri: str | None) -> dict[str, str]:
-    """Study name -> 'MODEL vN' of registered models whose @champion came from that study."""
-    from tuning.tracking import champions_by_study, resolve_tracking_uri
+    """Study name -> 'MODEL vN' of registered models whose @champion came from that study:
+    from a SQLite store's tables, else through MLflow (seconds to import: only then)."""
+    from tuning.registry import resolve_tracking_uri, sqlite_champions
 
-    return champions_by_study(resolve_tracking_uri(tracking_uri))
+    uri = resolve_tracking_uri(tracking_uri)
+    found = sqlite_champions(uri)
+    if found is not None:
+        return found
+    from tuning.tracking import champions_by_study
+
+    return champions_by_study(uri)
 
 
 @app.command()
@@ -1121,18 +1131,6 @@ def _front_json(front: pareto.Front) -> dict[str, Any]:
         "best_feasible": front.best_feasible(),
         "rows": [r for r in front.rows if r["on_front"]],
     }
-
-
-def _backends(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
-    """How many trials each Keras backend trained (trials from before it was recorded: none)."""
-    from tuning.records import BACKEND
-
-    counts: dict[str, int] = {}
-    for t in trials:
-        name = t.user_attrs.get(BACKEND)
-        if name:
-            counts[name] = counts.get(name, 0) + 1
-    return counts
 
 
 @app.command()

@@ -14,19 +14,18 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import optuna
 
-matplotlib.use("Agg")  # files, never a window: before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
+from tuning import pareto, records
+from tuning.digest import Digest, digest, digest_of_trials, top_trials
+from tuning.lineage import CARRIED_FROM, versions
+from tuning.objective import Objective
+from tuning.process import is_dead
 
-from tuning import pareto, records  # noqa: E402
-from tuning.lineage import CARRIED_FROM, versions  # noqa: E402
-from tuning.objective import Objective  # noqa: E402
-from tuning.process import is_dead  # noqa: E402
+if TYPE_CHECKING:
+    from types import ModuleType
 
 __all__ = [
     "carried_note",
@@ -40,6 +39,17 @@ __all__ = [
     "version_summaries",
     "write_job_reports",
 ]
+
+
+def _pyplot() -> ModuleType:
+    """matplotlib's pyplot, drawing to files (never a window). Imported when a plot is made:
+    pyplot and pandas cost ~0.5 s, and ``tuning status``/``show``/``best`` draw nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot is imported
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def state_counts(trials: Iterable[optuna.trial.FrozenTrial]) -> dict[str, int]:
@@ -135,6 +145,9 @@ def write_job_reports(
     A study with several objectives gets its front instead of the single-objective plots
     (:func:`write_front_reports`); the trials table and learning curves are the same.
     """
+    import pandas as pd
+
+    plt = _pyplot()
     paths = []
     table = out_dir / "trials.csv"
     pd.DataFrame(trials_table(study)).to_csv(table, index=False)
@@ -172,6 +185,8 @@ def write_front_reports(study: optuna.Study, out_dir: Path) -> list[Path]:
     """A multi-objective study's front: ``pareto_front.csv`` (every complete trial: objectives,
     limited figures, feasible, on the front), ``pareto_front.png`` (primary against second
     objective) and Optuna's interactive ``pareto_front.html`` (infeasible trials greyed)."""
+    import pandas as pd
+
     front = pareto.Front.of(study)
     path = out_dir / "pareto_front.csv"
     pd.DataFrame(front.rows).to_csv(path, index=False)
@@ -210,6 +225,7 @@ def _learning_curves(
     out_dir: Path,
 ) -> list[Path]:
     """The learning curves of this job's top five trials by ``objective``."""
+    plt = _pyplot()
     paths: list[Path] = []
     metric = objective.metric
     if histories:
@@ -240,6 +256,7 @@ def _learning_curves(
 
 def _optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     """Optuna's own plots: interactive HTML (plotly) and a PNG twin (matplotlib) of each."""
+    plt = _pyplot()
     complete = [
         t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
     ]
@@ -275,13 +292,26 @@ def _optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     return paths
 
 
-def results_table(study: optuna.Study, *, top: int = 5, origins: bool = False) -> list[str]:
+def results_table(
+    study: optuna.Study, *, top: int = 5, origins: bool = False, found: Digest | None = None
+) -> list[str]:
     """The best complete trials as text lines, like KerasTuner's ``results_summary``.
 
     With ``origins``, a trial carried from an earlier version of the study says where it came
-    from (:func:`carried_note`) after its hyperparameters.
+    from (:func:`carried_note`) after its hyperparameters. With the study's digest
+    (:func:`tuning.digest.digest_of_study`) and one objective, only the ``top`` trials are
+    read; several objectives rank every trial.
     """
-    complete = _ranked(study)
+    if found is not None and not pareto.is_multi(study):
+        complete = top_trials(
+            study._storage,  # noqa: SLF001 (Optuna keeps them private)
+            study._study_id,  # noqa: SLF001
+            found,
+            Objective.of_study(study),
+            top,
+        )
+    else:
+        complete = _ranked(study)
     if not complete:
         return []
     header = f"{'trial':>5}  {'value':>8}  {'epochs':>6}  {'seconds':>7}  {'params':>8}"
@@ -334,16 +364,18 @@ def version_summaries(
         directions = storage.get_study_directions(study_id)
         limits = storage.get_study_user_attrs(study_id).get("tuning.limits")
         several = len(directions) > 1 or bool(limits)
-        trials = storage.get_all_trials(study_id, deepcopy=False) if counts or several else None
+        found: Digest | None = None
         best: optuna.trial.FrozenTrial | None
         if several:  # the best feasible by the primary: Optuna's best ignores limits
-            assert trials is not None
+            trials = storage.get_all_trials(study_id, deepcopy=False)
             best = best_feasible(trials, directions)
+            found = digest_of_trials(trials) if counts else None
         else:  # one query, not every trial (a study of 10,000 trials)
             try:
                 best = storage.get_best_trial(study_id)
             except ValueError:
                 best = None
+            found = digest(storage, study_id) if counts else None  # SQL aggregates
         data = info.data_last or info.data
         out.append(
             {
@@ -353,17 +385,11 @@ def version_summaries(
                 "previous": info.previous,
                 "reason": info.reason,
                 "created": info.created,
-                "trials": len(trials) if trials is not None else None,
+                "trials": found.trials if found is not None else None,
                 "states": (
-                    {k: n for k, n in state_counts(trials).items() if n}
-                    if trials is not None
-                    else None
+                    {k: n for k, n in found.states.items() if n} if found is not None else None
                 ),
-                "carried": (
-                    sum(1 for t in trials if CARRIED_FROM in t.user_attrs)
-                    if trials is not None
-                    else None
-                ),
+                "carried": found.carried if found is not None else None,
                 "best_value": primary(best) if best is not None else None,
                 "best_trial": best.number if best is not None else None,
                 "best_from": carried_note(best) if best is not None else None,
@@ -582,6 +608,7 @@ def compare_fronts(
 
 def best_so_far_plot(studies: list[optuna.Study], *, metric: str, path: Path) -> Path:
     """Best-so-far validation score against wall-clock seconds, one line per study."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for study in studies:
         objective = pareto.objectives_of(study)[0]

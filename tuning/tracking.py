@@ -54,6 +54,12 @@ from tuning.config import redact  # noqa: E402
 from tuning.config.schema import MEASURES  # noqa: E402
 from tuning.errors import ConfigError, NotLearning  # noqa: E402
 from tuning.locks import store_lock  # noqa: E402
+from tuning.registry import (  # noqa: E402, F401 (re-exported)
+    DEFAULT_TRACKING_URI,
+    absolute_sqlite,
+    resolve_tracking_uri,
+    store_exists,
+)
 
 __all__ = [
     "Champion",
@@ -66,36 +72,12 @@ __all__ = [
     "ui_link",
 ]
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # What kind of experiment this is, for MLflow's UI. Checked in Chromium with MLflow 3.17.2: the
 # tag alone does not choose the landing page; the UI's GenAI / Model training switch does (URL
 # parameter `workflowType`, then localStorage), so `ui_link` puts it in the link we print.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 _PARAM_MAX = 6000
-
-
-def resolve_tracking_uri(configured: str | None) -> str:
-    """The URI to use: ``mlflow run``'s, then the config's, then $MLFLOW_TRACKING_URI, then SQLite.
-
-    Under ``mlflow run`` the launcher's store holds the run to adopt, so its URI wins.
-    """
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if os.environ.get("MLFLOW_RUN_ID") and env:
-        return absolute_sqlite(env)
-    return absolute_sqlite(configured or env or DEFAULT_TRACKING_URI)
-
-
-def absolute_sqlite(uri: str) -> str:
-    """``sqlite:///rel.db`` -> ``sqlite:////abs/rel.db``: the file the job used, from anywhere.
-
-    MLflow caches its SQL stores by URI, so a relative path would keep pointing at the folder
-    that was current when it was first opened.
-    """
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix) or uri.startswith(prefix + "/") or uri == prefix + ":memory:":
-        return uri
-    return prefix + str(Path(uri.removeprefix(prefix)).resolve())
 
 
 def check_tracking_uri(uri: str, *, source: str | None = None, timeout: float = 5.0) -> None:
@@ -810,14 +792,6 @@ class Tracker:
                 self.client.set_terminated(run.info.run_id, status="KILLED")
                 closed += 1
         return closed
-
-
-def store_exists(uri: str) -> bool:
-    """Whether there is a tracking store to read at ``uri``: a SQLite file that is not there
-    yet is not (and looking must not create it); any other store is taken to exist."""
-    return not (
-        uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
-    )
 
 
 def champions_by_study(uri: str) -> dict[str, str]:

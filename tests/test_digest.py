@@ -1,0 +1,150 @@
+"""The reading commands' figures from SQL equal those from every trial (tuning/digest.py), the
+champion lookup without MLflow equals MLflow's, and on 10,000 trials each command stays cheap."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import servers  # benchmarks/servers.py: the throwaway PostgreSQL
+from conftest import require
+from synthetic_study import make_study  # benchmarks/synthetic_study.py (conftest's sys.path)
+
+from tuning import digest, report
+from tuning.objective import Objective
+from tuning.registry import sqlite_champions
+
+
+def _both(storage: optuna.storages.BaseStorage, study: optuna.Study) -> tuple[object, object]:
+    sid = storage.get_study_id_from_name(study.study_name)
+    fast = digest.digest(storage, sid)
+    slow = digest.digest_of_trials(storage.get_all_trials(sid, deepcopy=False))
+    return fast, slow
+
+
+def test_sql_digest_equals_the_generic_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    make_study(url, 240, seed=3)  # every trial written through Optuna
+    storage = optuna.storages.get_storage(url)
+    assert digest.rdb_backend(storage) is not None
+    study = optuna.load_study(study_name="growth", storage=storage)
+    fast, slow = _both(storage, study)
+    assert fast == slow
+    assert isinstance(fast, digest.Digest)
+    states = {k: n for k, n in fast.states.items() if n}
+    # every kind of trial is there, not_learning told apart from pruned
+    assert set(states) == {"complete", "pruned", "not_learning", "fail", "running", "waiting"}
+    assert states == {k: n for k, n in report.state_counts(study.trials).items() if n}
+    assert fast.last == report.last_trial_time(study.trials)
+    assert fast.trials == len(study.trials) == 244
+    assert len(fast.backends) == 2 and fast.carried > 0
+    assert [t.number for t in fast.running] == [t.number for t in slow.running]  # type: ignore[attr-defined]
+    # the top trials, pruned ones with a value included, as report's ranking of every trial
+    objective = Objective.of_study(study)
+    sid = study._study_id
+    top = digest.top_trials(storage, sid, fast, objective, 7)
+    assert [t.number for t in top] == [t.number for t in report._ranked(study)[:7]]
+    best = digest.top_trials(storage, sid, fast, objective, 1, complete_only=True)
+    assert best[0].number == study.best_trial.number
+    assert report.results_table(study, top=6, origins=True, found=fast) == report.results_table(
+        study, top=6, origins=True
+    )
+    # a limit on a trial (Optuna 5's "constraints:<name>" system attribute) is seen by both
+    assert not fast.constrained
+    storage.set_trial_system_attr(fast.running[0]._trial_id, "constraints:n_params", 1.0)
+    fast, slow = _both(storage, study)
+    assert fast == slow and fast.constrained  # type: ignore[attr-defined]
+
+
+def test_sql_copies_grow_a_study_that_reads_the_same(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    make_study(url, 1300, seed=5)  # 500 through Optuna, 800 copied in SQL
+    storage = optuna.storages.get_storage(url)
+    study = optuna.load_study(study_name="growth", storage=storage)
+    fast, slow = _both(storage, study)
+    assert fast == slow
+    assert fast.trials == 1304  # type: ignore[attr-defined]
+
+
+def test_another_storage_reads_every_trial(tmp_path: Path) -> None:
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
+    study = make_study(storage, 40, seed=1)
+    assert digest.rdb_backend(storage) is None
+    found = digest.digest_of_study(study)
+    assert found.trials == 44
+    assert found.states["not_learning"] == sum(
+        1 for t in study.trials if "not_learning" in t.user_attrs
+    )
+    assert report.results_table(study, found=found) == report.results_table(study)
+
+
+def test_champions_from_sqlite_equal_mlflows(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tuning.tracking import champions_by_study
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert sqlite_champions(uri) == {}  # no store yet: none, and none created
+    assert not (tmp_path / "mlflow.db").exists()
+    client = MlflowClient(uri)
+    assert sqlite_champions(uri) == {} == champions_by_study(uri)
+    for name, study in (("digits-mlp", "digits"), ("iris-mlp", "iris"), ("nochamp", "x")):
+        client.create_registered_model(name)
+        for _ in range(2):
+            v = client.create_model_version(name, source=str(tmp_path), tags={"study": study})
+        if name != "nochamp":
+            client.set_registered_model_alias(name, "champion", v.version)
+    assert sqlite_champions(uri) == champions_by_study(uri)
+    assert sqlite_champions(uri) == {"digits": "digits-mlp v2", "iris": "iris-mlp v2"}
+    assert sqlite_champions("http://127.0.0.1:1") is None  # a server: MLflow answers
+
+
+@pytest.mark.slow
+def test_sql_digest_on_postgresql() -> None:
+    """The same SQL on PostgreSQL (Optuna's enums are native there, times are timestamps)."""
+    require(
+        servers.postgres_available(), "PostgreSQL (initdb, pg_ctl)", "apt-get install postgresql"
+    )
+    pg = servers.Postgres(password="digest-pw")
+    try:
+        storage = optuna.storages.get_storage(pg.url())
+        study = make_study(storage, 120, seed=7)
+        fast, slow = _both(storage, study)
+        assert fast == slow
+        assert fast.states["not_learning"] > 0  # type: ignore[attr-defined]
+        assert fast.last is not None  # type: ignore[attr-defined]
+    finally:
+        pg.stop()
+
+
+@pytest.mark.slow
+def test_reading_commands_on_10000_trials_cost_under_2_s(tmp_path: Path) -> None:
+    """Each command in a fresh process, its CPU time (children's rusage): a busy machine
+    disturbs it far less than wall time. Bound: 2 s each (measured 1.3-1.8 s)."""
+    db = tmp_path / "optuna.db"
+    make_study(f"sqlite:///{db}", 10000)
+    storage = f"sqlite:///{db}"
+    commands = [
+        ["status", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        ["show", "growth"],
+        ["best", "growth"],
+    ]
+    for args in commands:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(
+            [sys.executable, "-m", "tuning.cli", *args, "--storage", storage],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        assert done.returncode == 0, done.stderr
+        assert "10004 trials" in done.stdout or args[0] == "best"
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert cpu < 2.0, f"tuning {args[0]}: {cpu:.2f} s of CPU on 10,000 trials"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import mlflow
 import optuna
 import pytest
+from conftest import by_trial_number, mlflow_runs, run_json
 
-from tests.conftest import by_trial_number, mlflow_runs, run_json
 from tuning.config import load_experiment
 from tuning.job import run_job
 

@@ -15,6 +15,17 @@ from typing import Any
 
 import yaml
 
+# The tiny experiment's search space (tests/conftest.py's ``TINY_SPACE``, resume_ab.py's).
+TINY_SPACE: dict[str, Any] = {
+    "n_hidden": {"type": "int", "low": 1, "high": 2},
+    "n_neurons": {"type": "int", "low": 8, "high": 32, "log": True},
+    "activation": {"type": "categorical", "choices": ["relu", "elu"]},
+    "optimizer": {"type": "categorical", "choices": ["adam", "nesterov"]},
+    "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    "momentum": {"type": "float", "low": 0.8, "high": 0.95, "when": {"optimizer": ["nesterov"]}},
+    "batch_size": 128,
+}
+
 
 def experiment(name: str, **changes: Any) -> dict[str, Any]:
     """The tiny experiment named ``name`` with ``changes``: each sets one key, a double

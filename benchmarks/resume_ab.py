@@ -26,17 +26,13 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from experiment_files import TINY_SPACE  # noqa: E402
+
 os.environ.setdefault("TUNING_OFFLINE", "1")
 
-SPACE = {
-    "n_hidden": {"type": "int", "low": 1, "high": 2},
-    "n_neurons": {"type": "int", "low": 8, "high": 32, "log": True},
-    "activation": {"type": "categorical", "choices": ["relu", "elu"]},
-    "optimizer": {"type": "categorical", "choices": ["adam", "nesterov"]},
-    "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-    "momentum": {"type": "float", "low": 0.8, "high": 0.95, "when": {"optimizer": ["nesterov"]}},
-    "batch_size": 128,
-}
+SPACE = TINY_SPACE  # the tests' tiny space (benchmarks/experiment_files.py)
 COUNTS = (
     "epochs_trained_total", "epochs_continued", "epochs_thrown_away", "epochs_rechecks",
     "configs_evaluated", "states_saved", "state_save_seconds", "state_bytes", "job_best_value",

@@ -116,15 +116,7 @@ def enter(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-TINY_SPACE: dict[str, Any] = {
-    "n_hidden": {"type": "int", "low": 1, "high": 2},
-    "n_neurons": {"type": "int", "low": 8, "high": 32, "log": True},
-    "activation": {"type": "categorical", "choices": ["relu", "elu"]},
-    "optimizer": {"type": "categorical", "choices": ["adam", "nesterov"]},
-    "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-    "momentum": {"type": "float", "low": 0.8, "high": 0.95, "when": {"optimizer": ["nesterov"]}},
-    "batch_size": 128,
-}
+TINY_SPACE = experiment_files.TINY_SPACE  # the tiny experiment's search space
 
 
 def write_experiment(folder: Path, name: str = "tiny", **changes: Any) -> Path:

@@ -70,6 +70,39 @@ def test_kill_9_mid_trial_then_rerun(make_experiment, workdir: Path) -> None:
     assert "died" in jobs[1].data.tags["reason"]
 
 
+def test_a_trial_failed_after_its_run_finished_is_set_killed_by_the_next_job(
+    make_experiment, workdir: Path
+) -> None:
+    """A process ended trial 2's run FINISHED, then died before Optuna heard the result
+    (Optuna failed the trial). The next job's sweep sets that run KILLED, ``state=failed``,
+    and remembers where it looked, so later jobs look up only newer failed trials."""
+    from conftest import mlflow_client
+
+    exp = make_experiment("late", study__n_trials=2, training__max_epochs=1)
+    assert CliRunner().invoke(app, ["run", str(exp)]).exit_code == 0
+    study = optuna.load_study(study_name="late", storage="sqlite:///optuna.db")
+    lost = study.ask()
+    study.tell(lost, state=optuna.trial.TrialState.FAIL)  # as the heartbeat does
+    runs = mlflow_runs(workdir, "late", role="trial")
+    client = mlflow_client(workdir)
+    done = runs[0]
+    tags = {**done.data.tags, "trial_number": str(lost.number), "state": "complete"}
+    tags = {
+        k: v for k, v in tags.items() if not k.startswith("mlflow.") or k == "mlflow.parentRunId"
+    }
+    copy = client.create_run(done.info.experiment_id, tags=tags).info.run_id
+    client.set_terminated(copy, status="FINISHED")
+
+    result = CliRunner().invoke(app, ["run", str(exp), "--n-trials", "1"])
+    assert result.exit_code == 0, result.output
+    assert "ended 1 MLflow run(s)" in result.stdout, result.stdout
+    run = client.get_run(copy)
+    assert (run.info.status, run.data.tags["state"]) == ("KILLED", "failed")
+    assert "never got the result" in run.data.tags["reason"]
+    seen = study._storage.get_study_system_attrs(study._study_id)
+    assert seen["tuning:reconciled_from"] == 3  # trials 0-2 were finished at that sweep
+
+
 def _free_port() -> int:
     import socket
 

@@ -147,6 +147,34 @@ def test_close_dead_jobs_of_other_machines_only_after_their_heartbeat_failed(
     assert status["carried-on"].info.status == "RUNNING"
 
 
+def test_a_run_that_ended_before_optuna_heard_its_result_is_set_killed(workdir: Path) -> None:
+    """A job ends trial 4's run FINISHED, then loses the study storage before Optuna hears the
+    result; the heartbeat fails the trial. The sweep makes its run say so (KILLED, failed), and
+    then ends the job's parent run: both stores tell one story."""
+    from tuning.tracking import Tracker
+
+    tracker = Tracker(uri=f"sqlite:///{workdir / 'mlflow.db'}", experiment="e", study="s")
+    client = tracker.client
+    elsewhere = {**identity(), "pid_ns": "pid:[1]", "pid": "1"}
+    tags = {"study": "s", "tuning.role": "job", **elsewhere}
+    parent = client.create_run(tracker.experiment_id, run_name="cut", tags=tags).info.run_id
+    runs = {}
+    for number in (3, 4):
+        tags = {"mlflow.parentRunId": parent, "study": "s", "trial_number": str(number),
+                "tuning.role": "trial", "state": "complete"}  # fmt: skip
+        runs[number] = client.create_run(tracker.experiment_id, tags=tags).info.run_id
+        client.set_terminated(runs[number], status="FINISHED", end_time=1000 + number)
+    dead = {3: "COMPLETE", 4: "FAIL"}
+    assert tracker.close_orphans(dead, finished_but_failed=[4]) == 1
+    four, three = client.get_run(runs[4]), client.get_run(runs[3])
+    assert (four.info.status, four.data.tags["state"]) == ("KILLED", "failed")
+    assert "never got the result" in four.data.tags["reason"] and four.info.end_time == 1004
+    assert (three.info.status, three.data.tags["state"]) == ("FINISHED", "complete")
+    assert tracker.close_dead_jobs() == 1
+    assert "heartbeat failed its trial 4" in client.get_run(parent).data.tags["reason"]
+    assert tracker.close_orphans(dead, finished_but_failed=[4]) == 0  # once only
+
+
 def _gives_up_on_a_lost_storage() -> bool:
     """Whether this tree bounds the study storage's connections and reports their loss in one
     line (``tuning.errors.StorageLost``): until it does, the cut-off check is an expected

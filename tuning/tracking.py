@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -761,27 +761,59 @@ class Tracker:
         )
         return bool(later)
 
-    def close_orphans(self, dead_trials: Mapping[int, str], *, study: str | None = None) -> int:
+    def close_orphans(
+        self,
+        dead_trials: Mapping[int, str],
+        *,
+        study: str | None = None,
+        finished_but_failed: Iterable[int] = (),
+    ) -> int:
         """End trial runs left RUNNING by a killed process, given the trials Optuna knows dead.
 
         Args:
             dead_trials: trial number -> Optuna state name, for trials no longer running.
             study: Whose trials they are, when not this job's study (an earlier version).
+            finished_but_failed: Numbers of trials Optuna marked FAIL whose runs may have ended
+                FINISHED: the process ended the run, then died or lost the study storage before
+                Optuna heard the result (its heartbeat failed the trial, which ran again). Such
+                runs are set KILLED, ``state=failed``, so that both stores tell the same story.
 
         Returns:
-            How many runs were ended (as KILLED, tagged ``state=failed``).
+            How many runs were ended or set KILLED (tagged ``state=failed``).
         """
+        name = study or self.study
+        closed = 0
+        for number in finished_but_failed:
+            for run in self.client.search_runs(
+                [self.experiment_id],
+                filter_string=(
+                    f"tags.study = '{name}' and tags.`tuning.role` = 'trial' "
+                    f"and tags.trial_number = '{number}' and attributes.status = 'FINISHED'"
+                ),
+                max_results=10,
+            ):
+                was = run.data.tags.get("state", "?")
+                self.client.set_tag(run.info.run_id, "state", "failed")
+                self.client.set_tag(
+                    run.info.run_id,
+                    "reason",
+                    f"the run ended {was}, but the study never got the result: Optuna marked "
+                    "the trial FAIL (its process died or lost the study storage)",
+                )
+                self.client.set_terminated(
+                    run.info.run_id, status="KILLED", end_time=run.info.end_time
+                )
+                closed += 1
         if not dead_trials:
-            return 0
+            return closed
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=(
-                f"tags.study = '{study or self.study}' and tags.`tuning.role` = 'trial' "
+                f"tags.study = '{name}' and tags.`tuning.role` = 'trial' "
                 "and attributes.status = 'RUNNING'"
             ),
             max_results=1000,
         )
-        closed = 0
         for run in runs:
             number = int(run.data.tags.get("trial_number", -1))
             if number in dead_trials:

@@ -50,6 +50,10 @@ __all__ = [
 ]
 
 
+# Study system attribute: trials below this number were all finished at a sweep that looked
+# up their runs (:meth:`OptunaEngine._sweep`).
+_RECONCILED_FROM = "tuning:reconciled_from"
+
 TPE_BEST = 25  # Optuna's TPE models at most 25 trials as "good" (default_gamma's cap)
 
 
@@ -301,13 +305,23 @@ class OptunaEngine(Engine):
             self.ctx.say(f"marked trial(s) {numbers}{of} FAIL: their process on this host died")
         if self.ctx.exp.study.heartbeat_interval:
             optuna.storages.fail_stale_trials(study)
-        dead = {
-            t.number: t.state.name
-            for t in study.get_trials(deepcopy=False)
-            if t.state != optuna.trial.TrialState.RUNNING
-        }
+        TrialState = optuna.trial.TrialState
+        trials = study.get_trials(deepcopy=False)
+        dead = {t.number: t.state.name for t in trials if t.state != TrialState.RUNNING}
+        # A process can end a trial's run FINISHED and die (or lose the study storage) before
+        # Optuna hears the result; Optuna then fails the trial. Those runs are looked up once:
+        # for FAIL trials from the lowest number that was unfinished at the last sweep on.
+        seen = study._storage.get_study_system_attrs(study._study_id)
+        mark = int(seen.get(_RECONCILED_FROM, 0))
+        failed = [t.number for t in trials if t.state == TrialState.FAIL and t.number >= mark]
+        unfinished = [t.number for t in trials if not t.state.is_finished()]
         tracker, name = self.ctx.tracker, study.study_name
-        return tracker.close_orphans(dead, study=name) + tracker.close_dead_jobs(study=name)
+        closed = tracker.close_orphans(dead, study=name, finished_but_failed=failed)
+        closed += tracker.close_dead_jobs(study=name)
+        study._storage.set_study_system_attr(
+            study._study_id, _RECONCILED_FROM, min(unfinished, default=len(trials))
+        )
+        return closed
 
     def search(self) -> None:
         assert self.study is not None, "open() first"

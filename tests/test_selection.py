@@ -56,3 +56,32 @@ def test_a_champion_over_todays_limits_is_replaced() -> None:
     # within the limits, the usual rule: no better beyond noise, it stays
     d = _decide(0.90, old, limits={"n_params": 9000}, test=("mcnemar_exact", 0.9))
     assert not d.promote
+
+
+def test_paired_gap_is_the_shortfall_on_the_same_rows_with_its_standard_error() -> None:
+    import numpy as np
+
+    from tuning.champion import paired_gap
+
+    truth = np.array(["a"] * 100)
+    better = np.array(["a"] * 90 + ["b"] * 10)  # 90 right
+    other = np.array(["a"] * 85 + ["b"] * 15)  # 85 right, every miss of `better` among them
+    gap, se = paired_gap("multiclass", truth, better, other, metric="val_accuracy")
+    d = np.array([0.0] * 85 + [1.0] * 5 + [0.0] * 10)
+    assert gap == 0.05 and abs(se - d.std(ddof=1) / 10) < 1e-12
+    y = np.linspace(0, 1, 50)
+    gap, se = paired_gap("regression", y, y, y + 0.1, metric="val_mae")
+    assert abs(gap - 0.1) < 1e-12 and se < 1e-9  # the same shortfall on every row
+
+
+def test_champion_moves_to_a_smaller_model_only_within_one_standard_error() -> None:
+    old = Standing("1", "val_accuracy", "d", 0.95, figures={"n_params": 9000})
+    kw = dict(test=("mcnemar_exact", 0.9), prefer="n_params", figures={"n_params": 1000},
+              reverse=("mcnemar_exact", 0.2), within_se=1.0)  # fmt: skip
+    # The test does not find the champion better (p=0.2), but the new model is 1.5 SE short.
+    d = _decide(0.94, old, gap=(0.006, 0.004), **kw)
+    assert not d.promote and "short by 0.006 > 1 x SE 0.004" in d.reason
+    d = _decide(0.94, old, gap=(0.003, 0.004), **kw)
+    assert d.promote and "short by 0.003 <= 1 x SE 0.004" in d.reason
+    d = _decide(0.94, old, gap=(0.006, 0.004), **{**kw, "within_se": None})
+    assert d.promote  # the paired test alone, as before

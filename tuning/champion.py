@@ -21,7 +21,15 @@ from scipy import stats
 
 from tuning.objective import Ranking
 
-__all__ = ["MCNEMAR", "PAIRED_BOOTSTRAP", "Decision", "Standing", "decide", "paired_test"]
+__all__ = [
+    "MCNEMAR",
+    "PAIRED_BOOTSTRAP",
+    "Decision",
+    "Standing",
+    "decide",
+    "paired_gap",
+    "paired_test",
+]
 
 MCNEMAR = "mcnemar_exact"
 PAIRED_BOOTSTRAP = "paired_bootstrap"
@@ -79,6 +87,37 @@ def paired_test(
     rng = np.random.default_rng(seed)
     means = gain[rng.integers(0, len(gain), size=(n_boot, len(gain)))].mean(axis=1)
     return PAIRED_BOOTSTRAP, float((np.sum(means <= 0) + 1) / (n_boot + 1))
+
+
+def paired_gap(
+    task: str,
+    truth: Predictions,
+    better: Predictions,
+    other: Predictions,
+    *,
+    metric: str,
+    n_boot: int = 4000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """How far ``other`` falls short of ``better`` on these rows, and its standard error.
+
+    Classification: the mean over rows of (``better`` right) - (``other`` right), an accuracy
+    difference, with the standard error of that mean. Regression: the mean per-row loss
+    (absolute error where ``metric`` has ``mae``, else squared) of ``other`` minus that of
+    ``better``, with the standard deviation of its paired bootstrap (``n_boot``, ``seed``).
+    """
+    if task != "regression":
+        d = _correct(better, truth).astype(float) - _correct(other, truth).astype(float)
+        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+        return float(d.mean()), float(se)
+    t = _matrix(truth).astype(float)
+    loss = np.abs if "mae" in metric else np.square
+    gap = (loss(_matrix(other).astype(float) - t) - loss(_matrix(better).astype(float) - t)).mean(
+        axis=1
+    )
+    rng = np.random.default_rng(seed)
+    means = gap[rng.integers(0, len(gap), size=(n_boot, len(gap)))].mean(axis=1)
+    return float(gap.mean()), float(means.std(ddof=1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +194,8 @@ def decide(
     figures: dict[str, float] | None = None,
     reverse: tuple[str, float] | None = None,
     limits: dict[str, float] | None = None,
+    gap: tuple[float, float] | None = None,
+    within_se: float | None = None,
 ) -> Decision:
     """Whether a new model of validation ``value`` replaces the champion ``current``.
 
@@ -169,8 +210,10 @@ def decide(
     With several objectives or limits (``tuning.selection``'s rule): a champion whose recorded
     ``figures`` are over today's ``limits`` is replaced by the new (feasible) model; and with
     ``prefer``, a new model lower on that measure (``figures``) also moves ``@champion`` when
-    the ``reverse`` paired test (is the champion better?) gives p not below ``alpha``: not worse
-    beyond noise, and smaller or faster.
+    the ``reverse`` paired test (is the champion better?) gives p not below ``alpha`` and, with
+    ``within_se``, the new model falls short of the champion on those rows (``gap``: the
+    shortfall and its standard error, :func:`paired_gap`) by at most that many standard
+    errors: not worse beyond noise, and smaller or faster.
 
     .. code-block:: python
 
@@ -235,11 +278,18 @@ def decide(
     if not promote and prefer and reverse is not None and mine is not None and theirs is not None:
         back_name, back_p = reverse
         lower = mine < theirs
-        promote = lower and back_p >= alpha
+        close = True
+        short = ""
+        if within_se is not None and gap is not None:
+            close = gap[0] <= within_se * gap[1]
+            short = (
+                f", short by {gap[0]:.4g} {'<=' if close else '>'} {within_se:g} x SE {gap[1]:.3g}"
+            )
+        promote = lower and back_p >= alpha and close
         reason += (
             f"; rule: lowest {prefer} within noise: {prefer} {mine:,.6g} vs {theirs:,.6g}, "
             f"champion better: {back_name} p={back_p:.3g} "
-            f"{'not below' if back_p >= alpha else 'below'} alpha {alpha:g}"
+            f"{'not below' if back_p >= alpha else 'below'} alpha {alpha:g}{short}"
             + (" (smaller or faster, not worse beyond noise)" if promote else "")
         )
     return Decision(

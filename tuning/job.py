@@ -421,18 +421,19 @@ def _register_champion(ctx: JobContext, model_uri: str) -> Champion | None:
         figures=figures,
     )  # fmt: skip
     current = parent.champion_standing(name)
-    test, stale, reverse = None, None, None
+    test, stale, reverse, gap = None, None, None, None
     if current is not None and current.comparable(metric=metric):
         if current.can_score(data.inputs):
             uri = f"models:/{name}/{current.version}"
-            test, stale, reverse = _paired_test(ctx, model_uri, uri, both=bool(exp.prefer))
+            test, stale, reverse, gap = _paired_test(ctx, model_uri, uri, both=bool(exp.prefer))
         else:
             stale = "it was trained on other columns, targets or classes"
     decision = champion.decide(
         objective=exp.objective, metric=metric, value=value, data_key=data.digest,
         current=current, test=test, alpha=exp.tracking.champion_alpha, stale=stale,
         stale_rule=exp.tracking.stale_champion, rows=data.rows, prefer=exp.prefer,
-        figures=figures, reverse=reverse, limits=dict(exp.limits),
+        figures=figures, reverse=reverse, limits=dict(exp.limits), gap=gap,
+        within_se=exp.selection.within_se,
     )  # fmt: skip
     return parent.record_champion(name, version, decision)
 
@@ -459,13 +460,17 @@ def _rule_tags(ctx: JobContext) -> dict[str, str]:
 
 def _paired_test(
     ctx: JobContext, challenger_uri: str, champion_uri: str, *, both: bool = False
-) -> tuple[tuple[str, float] | None, str | None, tuple[str, float] | None]:
+) -> tuple[
+    tuple[str, float] | None, str | None, tuple[str, float] | None, tuple[float, float] | None
+]:
     """Both logged models predict this job's validation rows (raw, as served); paired test.
 
     Returns:
         The test (name, p-value) that the challenger is better, or ``None`` and why the
         champion cannot score these rows; with ``both``, the reverse test too (is the
-        champion better?), for the rule that prefers a smaller or faster model.
+        champion better?) and the challenger's shortfall with its standard error
+        (:func:`tuning.champion.paired_gap`), for the rule that prefers a smaller or faster
+        model.
     """
     rows = ctx.data.validation_rows()
     from tuning.trial import validation_truth  # Keras: imported once the backend is fixed
@@ -476,11 +481,14 @@ def _paired_test(
     except Exception as e:  # a column gone, a model that cannot load these rows
         if tracking.is_unreachable(e):
             raise
-        return None, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}", None
+        return None, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}", None, None
     truth, task, metric = validation_truth(ctx.data), ctx.data.task, ctx.exp.objective.metric
     test = champion.paired_test(task, truth, challenger, held, metric=metric)
-    reverse = champion.paired_test(task, truth, held, challenger, metric=metric) if both else None
-    return test, None, reverse
+    if not both:
+        return test, None, None, None
+    reverse = champion.paired_test(task, truth, held, challenger, metric=metric)
+    gap = champion.paired_gap(task, truth, held, challenger, metric=metric)
+    return test, None, reverse, gap
 
 
 def _log_reports(engine: Engine, ctx: JobContext, metrics: dict[str, float | None]) -> None:

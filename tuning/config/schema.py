@@ -135,6 +135,13 @@ class SelectionConfig(_Model):
         "lowest on this measure (n_params, model_bytes or latency_ms); default: the second "
         "objective when it is a measure, else none (the best feasible by the primary)",
     )
+    within_se: float | None = Field(
+        default=1.0,
+        ge=0,
+        description="and whose primary falls short of the best feasible's by at most this "
+        "many standard errors of their paired difference on the validation rows (the "
+        "one-standard-error rule at 1.0); null: only the paired test at champion_alpha",
+    )
 
 
 class SamplerConfig(_Model):

@@ -139,10 +139,13 @@ def mlflow_server(folder: Path, *, backend_store_uri: str | None = None) -> Iter
     url = f"http://127.0.0.1:{port}"
     store = backend_store_uri or f"sqlite:///{folder / 'mlflow-server.db'}"
     log = (folder / "mlflow-server.log").open("w")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # The store's URL holds the database password: it goes in the environment (MLflow's
+    # MLFLOW_BACKEND_STORE_URI), never on the command line, where `ps` shows it to anyone.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "MLFLOW_BACKEND_STORE_URI": store}  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", store, "--artifacts-destination", str(folder / "mlartifacts")],
+         "--artifacts-destination", str(folder / "mlartifacts")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
     )  # fmt: skip
     try:

@@ -69,3 +69,24 @@ def test_four_workers_ten_trials_each(make_experiment, workdir: Path, postgres: 
         for path in Path(local).rglob("*"):
             if path.is_file() and path.suffix in (".yaml", ".csv", ".md", ".json", ".html"):
                 assert PASSWORD not in path.read_text(errors="ignore"), path
+
+
+@pytest.mark.slow
+def test_a_tracking_server_on_postgres_keeps_the_password_off_its_command_line(
+    workdir: Path, postgres: str
+) -> None:
+    """benchmarks/servers.py's ``mlflow server`` gets its store's URL (with the password) from
+    the environment: no process's command line shows the password, and the server works."""
+    pg_url = postgres
+    with servers.mlflow_server(workdir, backend_store_uri=pg_url) as url:
+        lines = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:  # a process that ended meanwhile
+                continue
+        assert any("mlflow" in line and "server" in line for line in lines)
+        assert not [line for line in lines if PASSWORD in line]
+        client = mlflow_client(url)
+        exp_id = client.create_experiment("on-postgres")
+        assert client.get_experiment(exp_id).name == "on-postgres"

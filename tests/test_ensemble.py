@@ -111,3 +111,21 @@ def test_a_job_logs_the_ensemble_it_chose_and_it_serves_raw_rows(
     assert parent.data.metrics["job_best_value"] == pytest.approx(table["scores"][len(chosen) - 1])
     assert "single_test_accuracy" in parent.data.metrics and "test_accuracy" in parent.data.metrics
     assert f"an average of {len(chosen)}" in result.stdout
+
+
+def test_choose_takes_the_best_members_that_fit_together(digits, tmp_path: Path) -> None:
+    """With limits, members are taken best first, each only where the group still fits: a
+    member that would put the average over a limit is passed over for the next best."""
+    paths = [_trained(digits, tmp_path, f"m{i}", seed=i, epochs=2) for i in range(3)]
+    members = [Member(str(i), i, 0.9 - i / 100, p) for i, p in enumerate(paths)]
+    size = {"0": 600, "1": 500, "2": 300}  # n_params, say; the limit: 1,000 together
+
+    def fits(group) -> bool:
+        return sum(size[m.label] for m in group) <= 1000
+
+    choice = choose(members, data=digits, metric="val_accuracy", direction="maximize", top=5,
+                    fits=fits)  # fmt: skip
+    assert [m.label for m in choice.ranked] == ["0", "2"]  # 0 + 1 would be 1,100
+    assert len(choice.scores) == 2
+    unlimited = choose(members, data=digits, metric="val_accuracy", direction="maximize", top=5)
+    assert [m.label for m in unlimited.ranked] == ["0", "1", "2"]

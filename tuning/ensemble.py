@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ from tuning.objective import Objective
 from tuning.selection import Candidate, select
 
 if TYPE_CHECKING:
+    from tuning.config import Experiment
     from tuning.engines.base import JobContext
     from tuning.recheck import Rechecked
     from tuning.trial import Kept, ModelKeeper
@@ -79,6 +80,7 @@ def choose(
     top: int,
     loss: str = "auto",
     output_activation: str = "auto",
+    fits: Callable[[Sequence[Member]], bool] | None = None,
 ) -> Choice:
     """Rank ``members`` by their own score and pick how many of the best to average.
 
@@ -89,12 +91,20 @@ def choose(
         direction: ``maximize`` or ``minimize``.
         top: The most members an average may take.
         loss, output_activation: The experiment's training settings (regression heads).
+        fits: Whether a group of members may be averaged (the experiment's limits): members
+            are then taken best first, each one only where the group still fits with it, so
+            an average within the limits takes the best members that fit together.
 
     Returns:
         The best-scoring top-n average; ties go to the smaller n.
     """
     objective = Objective(metric, direction)  # type: ignore[arg-type]
-    ranked = objective.ranked(members, lambda m: m.value)[: max(top, 1)]
+    ranked: list[Member] = []
+    for m in objective.ranked(members, lambda m: m.value):
+        if len(ranked) >= max(top, 1):
+            break
+        if fits is None or not ranked or fits([*ranked, m]):
+            ranked.append(m)
     scorer = _scorer(data, loss=loss, output_activation=output_activation)
     key = metric.removeprefix("val_")
     total: np.ndarray | None = None
@@ -161,6 +171,7 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
     metric = exp.objective.metric
     choice = choose(
         candidates, data=ctx.data, metric=metric, direction=exp.objective.direction, top=top,
+        fits=_fits(exp, _figures_by_path(models, checked)) if exp.limits else None,
         **settings,
     )  # fmt: skip
     labels = [m.label for m in choice.members] if choice.n > 1 else [winner.label]
@@ -202,9 +213,7 @@ def _select(
     from tuning.trial import validation_truth
 
     models, exp = ctx.runner.models, ctx.exp
-    figures = {k.path: dict(k.figures) for k in models.kept}
-    for c in checked:  # the re-runs' own figures (a limit on a logged metric, val_loss...)
-        figures.update({p: f for p, f in zip(c.paths, c.figures, strict=False) if p is not None})
+    figures = _figures_by_path(models, checked)
 
     def cand(m: Member) -> Candidate:
         return Candidate(m.label, m.number, m.value, m.path, dict(figures.get(m.path, {})))
@@ -221,6 +230,39 @@ def _select(
     pick = picked.chosen
     models.adopt(pick.path, pick.value, pick.number)
     return Member(pick.label, pick.number, pick.value, pick.path)
+
+
+def _figures_by_path(
+    models: ModelKeeper, checked: list[Rechecked]
+) -> dict[Path, dict[str, float]]:
+    """Saved model -> its recorded figures (the search's kept models and the re-runs')."""
+    figures = {k.path: dict(k.figures) for k in models.kept}
+    for c in checked:  # the re-runs' own figures (a limit on a logged metric, val_loss...)
+        figures.update({p: f for p, f in zip(c.paths, c.figures, strict=False) if p is not None})
+    return figures
+
+
+# Measures of an average that are about the sum of its members' (each member runs in full).
+ADDITIVE = ("n_params", "model_bytes", "latency_ms")
+
+
+def _fits(
+    exp: Experiment, figures: Mapping[Path, Mapping[str, float]]
+) -> Callable[[Sequence[Member]], bool]:
+    """Whether a group's average is expected to meet ``exp``'s limits on the additive measures
+    (the sum of its members' recorded figures); a member without a figure fits alone only.
+    The average that is built is measured again before it is kept."""
+    limited = [k for k in ADDITIVE if k in exp.limits]
+
+    def fits(group: Sequence[Member]) -> bool:
+        for k in limited:
+            values = [figures.get(m.path, {}).get(k) for m in group]
+            known = [float(v) for v in values if v is not None]
+            if len(known) < len(values) or sum(known) > exp.limits[k]:
+                return False
+        return True
+
+    return fits
 
 
 def _best_label(ctx: JobContext) -> str:

@@ -25,6 +25,10 @@ Run (about 2 x budget per seed, on an otherwise idle machine)::
     python benchmarks/trade_offs.py --budget 600 --seeds 1 2 3 \
         --out benchmarks/results/trade_offs-600.json
 
+``--multi EXP`` runs another multi-objective experiment; ``--reuse-single W`` takes the single
+jobs of an earlier run's workdir ``W`` (same seeds, same conditions wanted) instead of rerunning
+them.
+
 ``--smoke``: the ``digits`` data (1,797 8x8 images), 2 epochs, ``--max-trials`` trials per job
 (default 3 there), to check the harness in seconds per job; ``--jobs-only`` / ``--score-only``
 split the two halves (the scoring reads the jobs' JSON in ``--workdir``).
@@ -291,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="the JSON summary")
     parser.add_argument("--single", type=Path, default=SINGLE)
     parser.add_argument("--multi", type=Path, default=MULTI)
+    parser.add_argument(
+        "--reuse-single",
+        type=Path,
+        default=None,
+        help="an earlier run's WORKDIR: its single jobs (same seeds) are scored, not rerun",
+    )
     parser.add_argument("--jobs-only", action="store_true")
     parser.add_argument("--score-only", action="store_true")
     args = parser.parse_args(argv)
@@ -303,8 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.score_only:
         jobs = json.loads(jobs_file.read_text())
     else:
+        if args.reuse_single is not None:
+            earlier = json.loads((args.reuse_single / "jobs.json").read_text())
+            jobs.update({f"{s}/single": earlier[f"{s}/single"] for s in args.seeds})
         for seed in args.seeds:
             for name, exp in (("single", args.single.resolve()), ("multi", args.multi.resolve())):
+                if f"{seed}/{name}" in jobs:
+                    continue
                 folder = args.workdir / f"seed{seed}" / name
                 print(f"seed {seed}: {name} job ({exp.name}, {args.budget:g} s) ...", flush=True)
                 jobs[f"{seed}/{name}"] = r = run_job(

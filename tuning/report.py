@@ -12,7 +12,7 @@ does not train anything.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,7 +206,7 @@ def write_front_reports(study: optuna.Study, out_dir: Path) -> list[Path]:
         warnings.simplefilter("ignore")
         try:
             fig = optuna.visualization.plot_pareto_front(
-                study,
+                _Snapshot(study),
                 target_names=[o.metric for o in front.objectives],
                 constraints_func=lambda t: [1.0 if not pareto.is_feasible(t) else 0.0],
             )
@@ -254,12 +254,35 @@ def _learning_curves(
     return paths
 
 
+class _Snapshot(optuna.Study):
+    """A study whose trials are read once and never copied: what Optuna's plots are given.
+
+    Optuna's plotting functions read ``study.trials`` (a deep copy of every trial) or
+    ``get_trials`` several times each: ``plot_param_importances`` alone reads every trial six
+    times, deep-copied (15 of 39 s at 10,000 trials). A plot only reads, so one uncopied list
+    serves them all. Everything else (directions, name, storage) is the study's own.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:  # noqa: D107 (no super: a view, not a new study)
+        self.__dict__.update(study.__dict__)
+        self._frozen = study.get_trials(deepcopy=False)
+
+    def _get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Container[optuna.trial.TrialState] | None = None,
+        use_cache: bool = False,
+    ) -> list[optuna.trial.FrozenTrial]:
+        if states is None:
+            return list(self._frozen)
+        return [t for t in self._frozen if t.state in states]
+
+
 def _optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     """Optuna's own plots: interactive HTML (plotly) and a PNG twin (matplotlib) of each."""
     plt = _pyplot()
-    complete = [
-        t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE
-    ]
+    study = _Snapshot(study)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2 or not any(t.params for t in complete):
         return []
     paths: list[Path] = []

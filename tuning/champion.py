@@ -79,14 +79,22 @@ def paired_test(
             return MCNEMAR, 1.0
         p = stats.binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue
         return MCNEMAR, float(p)
-    t = _matrix(truth).astype(float)
-    new_err = _matrix(challenger).astype(float) - t
-    old_err = _matrix(champion).astype(float) - t
-    loss = np.abs if "mae" in metric else np.square
-    gain = (loss(old_err) - loss(new_err)).mean(axis=1)  # > 0 where the challenger is better
-    rng = np.random.default_rng(seed)
-    means = gain[rng.integers(0, len(gain), size=(n_boot, len(gain)))].mean(axis=1)
+    gain = _row_losses(truth, champion, metric) - _row_losses(truth, challenger, metric)
+    means = _bootstrap_means(gain, n_boot, seed)  # gain > 0 where the challenger is better
     return PAIRED_BOOTSTRAP, float((np.sum(means <= 0) + 1) / (n_boot + 1))
+
+
+def _row_losses(truth: Predictions, predicted: Predictions, metric: str) -> np.ndarray:
+    """Each row's regression loss: absolute error where ``metric`` has ``mae``, else squared
+    (averaged over the targets of a row)."""
+    loss = np.abs if "mae" in metric else np.square
+    return loss(_matrix(predicted).astype(float) - _matrix(truth).astype(float)).mean(axis=1)
+
+
+def _bootstrap_means(per_row: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """The means of ``n_boot`` resamples of ``per_row`` (rows drawn with replacement)."""
+    rng = np.random.default_rng(seed)
+    return per_row[rng.integers(0, len(per_row), size=(n_boot, len(per_row)))].mean(axis=1)
 
 
 def paired_gap(
@@ -110,14 +118,8 @@ def paired_gap(
         d = _correct(better, truth).astype(float) - _correct(other, truth).astype(float)
         se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
         return float(d.mean()), float(se)
-    t = _matrix(truth).astype(float)
-    loss = np.abs if "mae" in metric else np.square
-    gap = (loss(_matrix(other).astype(float) - t) - loss(_matrix(better).astype(float) - t)).mean(
-        axis=1
-    )
-    rng = np.random.default_rng(seed)
-    means = gap[rng.integers(0, len(gap), size=(n_boot, len(gap)))].mean(axis=1)
-    return float(gap.mean()), float(means.std(ddof=1))
+    gap = _row_losses(truth, other, metric) - _row_losses(truth, better, metric)
+    return float(gap.mean()), float(_bootstrap_means(gap, n_boot, seed).std(ddof=1))
 
 
 @dataclasses.dataclass(frozen=True)

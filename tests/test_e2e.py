@@ -124,7 +124,10 @@ def test_run_records_the_mlflow_layout_and_resumes(make_experiment, workdir: Pat
     rows = digits.data.iloc[:20]  # raw rows, original column names: scaling is in the model
     labels = loaded.predict(rows)
     assert labels.shape == (20,) and set(labels) <= set(range(10))
-    assert (labels == digits.target[:20].to_numpy()).mean() > 0.5  # a trained model, not noise
+    # A trained model, not noise: on all 1,797 rows (most of them its training rows) it does at
+    # least about as well as the job says it does on its test rows, and far above chance (0.1).
+    right = (loaded.predict(digits.data) == digits.target.to_numpy()).mean()
+    assert right > max(0.2, parent.data.metrics["test_accuracy"] - 0.1), right
     probs = loaded.predict(rows.iloc[:3], params={"output": "probabilities"})
     assert probs.shape == (3, 10) and list(probs.columns) == [str(i) for i in range(10)]
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)

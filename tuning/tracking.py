@@ -129,6 +129,11 @@ def open_client(uri: str) -> MlflowClient:
     :func:`tuning.locks.store_lock`, so that jobs starting at the same moment create it once
     (the others wait, then find it complete). A server (``http://``) creates its own store.
     """
+    # With a server MLflow prints two "View run/experiment at: URL" lines for every run it
+    # ends, after a get_run of its own: 20,000 lines and 10,000 requests for a 10,000-trial
+    # study, and a URL that can hold a password. The job prints its own lines; a user who
+    # wants MLflow's sets MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     with store_lock(uri):
         return MlflowClient(tracking_uri=uri)
 

@@ -16,7 +16,7 @@ from synthetic_study import make_study  # benchmarks/synthetic_study.py (conftes
 
 from tuning import digest, report
 from tuning.objective import Objective
-from tuning.registry import sqlite_champions
+from tuning.registry import server_champions, sqlite_champions
 
 
 def _both(storage: optuna.storages.BaseStorage, study: optuna.Study) -> tuple[object, object]:
@@ -103,6 +103,43 @@ def test_champions_from_sqlite_equal_mlflows(tmp_path: Path) -> None:
     assert sqlite_champions(uri) == champions_by_study(uri)
     assert sqlite_champions(uri) == {"digits": "digits-mlp v2", "iris": "iris-mlp v2"}
     assert sqlite_champions("http://127.0.0.1:1") is None  # a server: MLflow answers
+
+
+@pytest.mark.slow
+def test_champions_from_a_servers_rest_api_equal_mlflows(tmp_path: Path, monkeypatch) -> None:
+    """`tuning status` with a tracking server reads the champions over REST, not through
+    MLflow (3.9 s against 1.4 s on a 10,000-trial study); MLflow answers where credentials,
+    TLS settings or an error are involved."""
+    from mlflow.tracking import MlflowClient
+
+    from tuning.tracking import champions_by_study
+
+    with servers.mlflow_server(tmp_path) as uri:
+        assert server_champions(uri) == {} == champions_by_study(uri)
+        client = MlflowClient(uri)
+        for name, study in (("digits-mlp", "digits"), ("iris-mlp", "iris"), ("nochamp", "x")):
+            client.create_registered_model(name)
+            for _ in range(2):
+                v = client.create_model_version(name, source=str(tmp_path), tags={"study": study})
+            if name != "nochamp":
+                client.set_registered_model_alias(name, "champion", v.version)
+        client.set_registered_model_alias("digits-mlp", "champion", "1")
+        expected = {"digits": "digits-mlp v1", "iris": "iris-mlp v2"}
+        assert server_champions(uri) == champions_by_study(uri) == expected
+        in_a_fresh_process = subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from tuning.cli import _champions; "
+             f"print(_champions({uri!r})); print('mlflow' in sys.modules)"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert in_a_fresh_process.stdout.split("\n")[:2] == [str(expected), "False"], (
+            in_a_fresh_process.stdout + in_a_fresh_process.stderr[-2000:]
+        )
+        assert server_champions(uri.replace("http://", "http://user:pw@")) is None
+        with monkeypatch.context() as env:
+            env.setenv("MLFLOW_TRACKING_TOKEN", "t")
+            assert server_champions(uri) is None  # MLflow applies its own settings
+    assert server_champions(uri) is None  # the server gone: MLflow answers (and says so)
 
 
 @pytest.mark.slow

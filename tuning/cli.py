@@ -822,11 +822,14 @@ def _status_row(
 
 def _champions(tracking_uri: str | None) -> dict[str, str]:
     """Study name -> 'MODEL vN' of registered models whose @champion came from that study:
-    from a SQLite store's tables, else through MLflow (seconds to import: only then)."""
-    from tuning.registry import resolve_tracking_uri, sqlite_champions
+    from a SQLite store's tables or a server's REST API, else through MLflow (seconds to
+    import: only then)."""
+    from tuning.registry import resolve_tracking_uri, server_champions, sqlite_champions
 
     uri = resolve_tracking_uri(tracking_uri)
     found = sqlite_champions(uri)
+    if found is None:
+        found = server_champions(uri)
     if found is not None:
         return found
     from tuning.tracking import champions_by_study

@@ -2,10 +2,12 @@
 
 Owns the tracking URI's resolution (``mlflow run``'s, the config's, ``$MLFLOW_TRACKING_URI``,
 then ``sqlite:///mlflow.db``) and whether a store is there, which :mod:`tuning.tracking`
-re-exports, and :func:`sqlite_champions`: the ``@champion`` aliases read from a SQLite store's
-tables. Why: importing MLflow and opening its store costs ~2.5 s, most of ``tuning status`` on a
-small study; a reading command asks MLflow (:func:`tuning.tracking.champions_by_study`) only
-where this cannot answer (a server, an unknown schema).
+re-exports, and the ``@champion`` aliases read without MLflow: from a SQLite store's tables
+(:func:`sqlite_champions`) or a tracking server's REST API (:func:`server_champions`). Why:
+importing MLflow and opening its store costs ~2.5 s, most of ``tuning status`` on a small study
+(3.9 s against 1.4 s on a 10,000-trial study with a server); a reading command asks MLflow
+(:func:`tuning.tracking.champions_by_study`) only where these cannot answer (credentials or TLS
+settings MLflow handles, an unknown schema, an error).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ __all__ = [
     "DEFAULT_TRACKING_URI",
     "absolute_sqlite",
     "resolve_tracking_uri",
+    "server_champions",
     "sqlite_champions",
     "store_exists",
 ]
@@ -92,3 +95,69 @@ def sqlite_champions(uri: str) -> dict[str, str] | None:
     except sqlite3.Error:
         return None
     return {study: f"{name} v{version}" for name, version, study in rows if study}
+
+
+# MLflow's own settings for reaching a server; where one is set, MLflow answers (it applies them).
+_SERVER_SETTINGS = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_AUTH",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH",
+    "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+    "MLFLOW_WORKSPACE",
+)
+
+
+def server_champions(uri: str, *, timeout: float = 10.0) -> dict[str, str] | None:
+    """What :func:`sqlite_champions` gives, from a tracking server's REST API (MLflow 3's
+    ``registered-models/search`` and ``model-versions/get``), without importing MLflow.
+
+    ``None`` where this does not answer and MLflow should: not a plain ``http(s)://`` URI (one
+    with a user or password in it included), one of MLflow's credential or TLS settings set, or
+    any error (MLflow then reports it as it does).
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.username or parts.password:
+        return None
+    if any(os.environ.get(name) for name in _SERVER_SETTINGS):
+        return None
+    import requests
+
+    base = uri.rstrip("/") + "/api/2.0/mlflow"
+    try:
+        with requests.Session() as http:
+            champions: list[tuple[str, str]] = []
+            token = None
+            while True:
+                params = {"max_results": 1000, **({"page_token": token} if token else {})}
+                answer = http.get(
+                    f"{base}/registered-models/search", params=params, timeout=timeout
+                )
+                answer.raise_for_status()
+                page = answer.json()
+                for model in page.get("registered_models", []):
+                    for alias in model.get("aliases", []):
+                        if alias.get("alias") == CHAMPION:
+                            champions.append((model["name"], str(alias["version"])))
+                token = page.get("next_page_token")
+                if not token:
+                    break
+            out = {}
+            for name, version in sorted(champions):  # name order, as MLflow lists them
+                answer = http.get(
+                    f"{base}/model-versions/get",
+                    params={"name": name, "version": version},
+                    timeout=timeout,
+                )
+                answer.raise_for_status()
+                tags = answer.json()["model_version"].get("tags", [])
+                study = next((t.get("value") for t in tags if t.get("key") == "study"), None)
+                if study:
+                    out[study] = f"{name} v{version}"
+            return out
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        return None

@@ -120,7 +120,9 @@ def test_champions_from_a_servers_rest_api_equal_mlflows(tmp_path: Path, monkeyp
         for name, study in (("digits-mlp", "digits"), ("iris-mlp", "iris"), ("nochamp", "x")):
             client.create_registered_model(name)
             for _ in range(2):
-                v = client.create_model_version(name, source=str(tmp_path), tags={"study": study})
+                v = client.create_model_version(
+                    name, source="s3://bucket/model", tags={"study": study}
+                )
             if name != "nochamp":
                 client.set_registered_model_alias(name, "champion", v.version)
         client.set_registered_model_alias("digits-mlp", "champion", "1")

@@ -263,7 +263,8 @@ class _Snapshot(optuna.Study):
     serves them all. Everything else (directions, name, storage) is the study's own.
     """
 
-    def __init__(self, study: optuna.Study) -> None:  # noqa: D107 (no super: a view, not a new study)
+    def __init__(self, study: optuna.Study) -> None:
+        # No super().__init__: a view of this study, not a new one (it would open the storage).
         self.__dict__.update(study.__dict__)
         self._frozen = study.get_trials(deepcopy=False)
 

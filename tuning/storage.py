@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 
-from tuning import process, records
+from tuning import process, records, trial_cache
 from tuning.config import Experiment, redact
 from tuning.errors import ConfigError
 from tuning.locks import store_lock
@@ -259,7 +259,8 @@ class SharedSQLite(sqlite3.Connection):
 
 
 def open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
-    """The experiment's storage, with the heartbeat and retry its settings ask for.
+    """The experiment's storage, with the heartbeat and retry its settings ask for, behind the
+    trial cache of :mod:`tuning.trial_cache` (a database's; a study reads it many times a trial).
 
     A storage not there yet is created here (its tables), under :func:`tuning.locks.store_lock`:
     jobs that start at the same moment create it once.
@@ -291,6 +292,9 @@ def open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
             )
         if hasattr(storage, "record_heartbeat"):
             _quiet_heartbeat(storage)
+        if isinstance(storage, optuna.storages.RDBStorage):
+            # Optuna would put its own cache in front; this one keeps its sorted lists.
+            return trial_cache.cached(storage)
         return storage
     except ConfigError:
         raise

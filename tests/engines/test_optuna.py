@@ -9,6 +9,7 @@ import time
 
 import mlflow
 import optuna
+import pytest
 
 from tuning.config import load_experiment
 from tuning.job import run_job
@@ -121,6 +122,84 @@ def test_bounded_tpe_models_the_best_and_the_recent_trials(tmp_path) -> None:
     assert all(0.0 <= t.params["x"] <= 1.0 for t in study.trials[-3:])
     plain = make_sampler(SamplerConfig(history=None), seed=0)
     assert type(plain) is optuna.samplers.TPESampler
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_bounded_views_kept_best_equals_ranking_every_time(tmp_path, direction) -> None:
+    """Behind tuning's trial cache the view keeps its best old trials from call to call; what
+    it returns equals ranking the whole history again, with tied values, trials that complete
+    long after they started (below the cut) and a window that slides on."""
+    import random
+
+    from tuning import trial_cache
+    from tuning.engines.optuna import _BestOld, _HistoryView
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    ours = optuna.create_study(
+        storage=trial_cache.cached(optuna.storages.RDBStorage(url)),
+        study_name="s",
+        direction=direction,
+    )
+    plain = optuna.load_study(study_name="s", storage=url)  # Optuna's own cache
+    assert hasattr(ours._storage, "kept_trials") and not hasattr(plain._storage, "kept_trials")
+    rng = random.Random(3)
+    kept = _BestOld()
+    long_running = []
+    S = optuna.trial.TrialState
+    state_sets = [(S.COMPLETE, S.PRUNED), (S.COMPLETE, S.PRUNED, S.RUNNING), (S.PRUNED,)]
+    compared = 0
+    for i in range(260):
+        trial = ours.ask()
+        trial.suggest_float("x", 0, 1)
+        if rng.random() < 0.08:
+            long_running.append(trial)  # finishes much later, below the cut by then
+        elif rng.random() < 0.6:
+            ours.tell(trial, round(rng.random(), 1))  # one decimal: many ties
+        else:
+            ours.tell(trial, state=S.PRUNED)
+        if long_running and rng.random() < 0.05:
+            ours.tell(long_running.pop(0), round(rng.random(), 1))
+        if i % 7 == 0:
+            states = rng.choice(state_sets)
+            ours._storage.get_all_trials(ours._study_id, deepcopy=False)  # TPE's read first
+            got = _HistoryView(ours, 40, kept)._get_trials(deepcopy=False, states=states)
+            want = _HistoryView(plain, 40)._ranked_here(False, states, False)
+            assert [t.number for t in got] == [t.number for t in want], (i, states)
+            compared += 1
+    assert compared > 30 and len(ours.trials) == 260
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_median_pruner_decides_as_optunas_over_a_random_history(tmp_path, seed) -> None:
+    """Kept medians (per epoch, until a trial completes) give Optuna's decision at every epoch:
+    trials complete between others, curves have gaps and NaNs, some trials are pruned."""
+    import random
+
+    from tuning.engines.optuna import PerTrialMedianPruner
+
+    rng = random.Random(seed)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", direction="minimize")
+    ours = PerTrialMedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    theirs = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    decisions = []
+    for _ in range(60):
+        trial = study.ask()
+        level = rng.uniform(0.2, 1.0)
+        steps = rng.randint(1, 8)
+        for step in range(steps):
+            if rng.random() < 0.1:
+                continue  # a gap: this epoch not reported
+            value = float("nan") if rng.random() < 0.05 else level / (step + 1)
+            trial.report(value, step)
+            frozen = study._storage.get_trial(trial._trial_id)
+            mine = ours.prune(study, frozen)
+            assert mine == theirs.prune(study, frozen), (trial.number, step)
+            decisions.append(mine)
+        if rng.random() < 0.5:
+            study.tell(trial, level / steps)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert True in decisions and False in decisions
 
 
 def test_median_pruner_reads_the_complete_trials_once_per_trial_and_decides_as_optunas(

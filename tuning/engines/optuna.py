@@ -23,7 +23,9 @@ primary (:meth:`OptunaEngine._median_rule`).
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +41,17 @@ from tuning.summary import trial_line
 from tuning.tracking import TrialRun
 from tuning.train import EpochHook
 from tuning.trial import KeepState, TrialResult, is_finite
+
+try:  # Optuna's percentile rule, private: PerTrialMedianPruner uses Optuna's own without them
+    from optuna.pruners._percentile import (
+        _get_best_intermediate_result_over_steps as _best_over_steps,
+    )
+    from optuna.pruners._percentile import (
+        _get_percentile_intermediate_result_over_trials as _percentile_over,
+    )
+    from optuna.pruners._percentile import _is_first_in_interval_step as _first_in_interval
+except ImportError:  # pragma: no cover - a later Optuna
+    _percentile_over = None  # type: ignore[assignment]
 
 __all__ = [
     "BoundedTPESampler",
@@ -57,19 +70,84 @@ _RECONCILED_FROM = "tuning:reconciled_from"
 TPE_BEST = 25  # Optuna's TPE models at most 25 trials as "good" (default_gamma's cap)
 
 
+def _number(t: optuna.trial.FrozenTrial) -> int:
+    return t.number
+
+
+class _BestOld:
+    """The best :data:`TPE_BEST` complete trials numbered below a cut, kept from one call to
+    the next: complete trials never change and are only ever added, so when the cut moves on
+    only the trials it passed are ranked, not the whole history. Ranking is by value, ties to
+    the earlier trial (as a stable sort of the trials in number order)."""
+
+    def __init__(self) -> None:
+        self._of: tuple[int, int, int] | None = None  # (study id, cut, complete trials below)
+        self._best: list[optuna.trial.FrozenTrial] = []
+
+    def below(
+        self, study_id: int, complete: list[optuna.trial.FrozenTrial], cut: int, maximize: bool
+    ) -> list[optuna.trial.FrozenTrial]:
+        """The best of ``complete`` (sorted by number) numbered below ``cut``, by number."""
+        n = bisect.bisect_left(complete, cut, key=_number)
+        of = self._of
+        if (
+            of is not None
+            and of[0] == study_id
+            and of[1] <= cut
+            and bisect.bisect_left(complete, of[1], key=_number) == of[2]
+        ):
+            pool = self._best + complete[of[2] : n]  # only trials the cut has passed since
+        else:
+            pool = complete[:n]  # first call, or a trial completed below the cut meanwhile
+
+        def rank(t: optuna.trial.FrozenTrial) -> tuple[float, int]:
+            return (float(t.value), -t.number) if maximize else (-float(t.value), -t.number)  # type: ignore[arg-type]
+
+        self._best = heapq.nlargest(TPE_BEST, pool, key=rank)
+        self._of = (study_id, cut, n)
+        return sorted(self._best, key=_number)
+
+
 class _HistoryView:
     """A study as TPE sees it with a bounded history: every attribute the study's own, but its
-    trials only the best :data:`TPE_BEST` complete ones and the most recent ``recent``."""
+    trials only the best :data:`TPE_BEST` complete ones and the most recent ``recent``.
 
-    def __init__(self, study: optuna.Study, recent: int) -> None:
+    Behind :class:`tuning.trial_cache.SortedTrialsCache` the trials come from its kept lists
+    (as of the read TPE has just made) and the best old ones from ``best_old``, so a read costs
+    the same at trial 10,000 as at trial 1,000; elsewhere from the study, ranked each time."""
+
+    def __init__(self, study: optuna.Study, recent: int, best_old: _BestOld | None = None) -> None:
         self._study = study
         self._recent = recent
+        self._best_old = best_old or _BestOld()
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._study, name)
 
     def _get_trials(
         self, deepcopy: bool = True, states: object = None, use_cache: bool = False
+    ) -> list[optuna.trial.FrozenTrial]:
+        study, storage = self._study, self._study._storage
+        kept = getattr(storage, "kept_trials", None)
+        if kept is None or deepcopy:
+            return self._ranked_here(deepcopy, states, use_cache)
+        trials = kept(study._study_id, states)
+        if len(trials) <= self._recent + TPE_BEST:
+            return trials
+        recent = trials[-self._recent :]
+        COMPLETE = optuna.trial.TrialState.COMPLETE
+        if states is not None and COMPLETE not in states:  # type: ignore[operator]
+            return recent
+        best = self._best_old.below(
+            study._study_id,
+            kept(study._study_id, (COMPLETE,)),
+            recent[0].number,
+            maximize=study.direction.name == "MAXIMIZE",
+        )
+        return best + recent
+
+    def _ranked_here(
+        self, deepcopy: bool, states: object, use_cache: bool
     ) -> list[optuna.trial.FrozenTrial]:
         trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)  # type: ignore[arg-type]
         if len(trials) <= self._recent + TPE_BEST:
@@ -100,6 +178,7 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
     def __init__(self, *, recent: int, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.recent = recent
+        self._best_old = _BestOld()
 
     def _sample(
         self,
@@ -109,7 +188,7 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
     ) -> dict[str, object]:
         if study._is_multi_objective():
             return super()._sample(study, trial, search_space)
-        view = _HistoryView(study, self.recent)
+        view = _HistoryView(study, self.recent, self._best_old)
         return super()._sample(view, trial, search_space)  # type: ignore[arg-type]
 
 
@@ -156,19 +235,24 @@ class _CompleteTrials:
 
 
 class PerTrialMedianPruner(optuna.pruners.MedianPruner):
-    """Optuna's median pruner, reading the study's complete trials once per trial.
+    """Optuna's median pruner, with what it reads of the study kept while it is the same.
 
-    Optuna's reads them at every ``should_prune`` (every epoch), and that read is O(trials):
-    12 ms per call at 10,000 trials (benchmarks/RESULTS.md, "Growth: 10,000 trials"). Here a
-    trial's later epochs compare with the complete trials as they were at its first report;
-    in one process no trial completes meanwhile, so the decisions are Optuna's own. With
-    several workers a trial completed elsewhere during this trial counts from the next one.
+    Optuna's reads the complete trials at every ``should_prune`` (every epoch) and computes the
+    median at this epoch over all of them: both O(complete trials), ~3 ms per epoch at 10,000
+    trials (benchmarks/RESULTS.md, "Growth: 10,000 trials"). Here the complete trials are read
+    once per trial, and each epoch's median is kept until a trial completes: complete trials
+    never change, so the median of the same complete trials at the same epoch is the same.
+    The decisions are Optuna's (``tests/engines/test_optuna.py`` checks them against
+    its pruner), except that with several workers a trial completed elsewhere while this trial
+    runs counts from the next trial on.
     """
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._for: tuple[int, int] | None = None  # (study id, trial number) read for
         self._complete: list[optuna.trial.FrozenTrial] = []
+        self._medians_of: tuple[int, int, int] | None = None  # (study, count, last number)
+        self._medians: dict[int, float] = {}  # epoch -> median of the complete trials
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         key = (study._study_id, trial.number)
@@ -176,7 +260,40 @@ class PerTrialMedianPruner(optuna.pruners.MedianPruner):
             states = (optuna.trial.TrialState.COMPLETE,)
             self._complete = study.get_trials(deepcopy=False, states=states)
             self._for = key
-        return super().prune(_CompleteTrials(study, self._complete), trial)  # type: ignore[arg-type]
+            last = self._complete[-1].number if self._complete else -1
+            if self._medians_of != (study._study_id, len(self._complete), last):
+                self._medians_of = (study._study_id, len(self._complete), last)
+                self._medians = {}
+        if _percentile_over is None:  # pragma: no cover - a later Optuna: its own rule
+            return super().prune(_CompleteTrials(study, self._complete), trial)  # type: ignore[arg-type]
+        return self._prune(study, trial)
+
+    def _prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Optuna's ``PercentilePruner.prune`` (5.x), with the median at an epoch kept."""
+        n_trials = len(self._complete)
+        if n_trials == 0 or n_trials < self._n_startup_trials:
+            return False
+        step = trial.last_step
+        if step is None or step < self._n_warmup_steps:
+            return False
+        if not _first_in_interval(
+            step, trial.intermediate_values.keys(), self._n_warmup_steps, self._interval_steps
+        ):
+            return False
+        direction = study.direction
+        best = _best_over_steps(trial, direction)
+        if math.isnan(best):
+            return True
+        if step not in self._medians:
+            self._medians[step] = _percentile_over(
+                self._complete, direction, step, self._percentile, self._n_min_trials
+            )
+        p = self._medians[step]
+        if math.isnan(p):
+            return False
+        if direction == optuna.study.StudyDirection.MAXIMIZE:
+            return bool(best < p)
+        return bool(best > p)
 
 
 def make_pruner(cfg: PrunerConfig, *, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -232,7 +349,8 @@ def open_study(exp: Experiment) -> optuna.Study:
     base = exp.study.sampler.seed if exp.study.sampler.seed is not None else exp.study.seed
     # Workers started together see the same trial count: their index keeps their seeds apart.
     worker = int(os.environ.get("TUNING_WORKER", "0") or 0)
-    study.sampler = make_sampler(exp.study.sampler, seed=base + len(study.trials) + 7919 * worker)
+    n = len(study.get_trials(deepcopy=False))  # study.trials would copy every trial
+    study.sampler = make_sampler(exp.study.sampler, seed=base + n + 7919 * worker)
     return study
 
 
@@ -273,6 +391,8 @@ class OptunaEngine(Engine):
         self.study: optuna.Study | None = None
         self.numbers: set[int] = set()  # this job's trials (other workers add theirs)
         self.search_start = 0.0
+        self._best_of: tuple[int, int, int] | None = None  # what _best_kept was found among
+        self._best_kept: optuna.trial.FrozenTrial | None = None
 
     def open(self) -> str:
         exp, ctx = self.ctx.exp, self.ctx
@@ -285,7 +405,7 @@ class OptunaEngine(Engine):
             closed += self._sweep(earlier, max_retries=0)
         if closed:
             ctx.say(f"ended {closed} MLflow run(s) left RUNNING by a process that died")
-        n = len(study.trials)
+        n = len(study.get_trials(deepcopy=False))  # study.trials copies every trial
         return (
             f"study {exp.study_name!r} ({f'resumed with {n} trials' if n else 'new'}, "
             f"{redact(exp.study.storage)})"
@@ -594,9 +714,26 @@ class OptunaEngine(Engine):
 
     def _best(self) -> optuna.trial.FrozenTrial | None:
         """The best feasible complete trial by the primary objective (Optuna's ``best_trial``
-        with one objective, where ties keep the earliest)."""
-        ranked = self._feasible_ranked()
-        return ranked[0] if ranked else None
+        with one objective, where ties keep the earliest).
+
+        Asked after every trial: kept while the complete trials are the same ones (complete
+        trials never change; most trials of a long study are pruned), so a trial that adds
+        none costs one read, not a pass over thousands."""
+        if self.study is None:
+            return None
+        done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        key = (self.study._study_id, len(done), done[-1].number if done else -1)
+        if key != self._best_of:
+            objective = self.ctx.exp.objective
+            feasible = [t for t in done if feasible_trial(t)]
+            # min: the first of equal values, so ties keep the earliest, as ranked()[0] does
+            self._best_kept = (
+                min(feasible, key=lambda t: objective.sort_key(float(t.values[0])))
+                if feasible
+                else None
+            )
+            self._best_of = key
+        return self._best_kept
 
     def ranked(self, k: int) -> list[Ranked]:
         return [

@@ -575,6 +575,14 @@ def main(argv: list[str] | None = None) -> int:
         help="study.sampler.history (0: every trial, Optuna's own TPE)",
     )
     ap.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        help="start from a study of N synthetic finished trials (benchmarks/synthetic_study.py;"
+        " SQLite only): the per-trial cost at a study's size N in minutes, for A/B of a change;"
+        " the MLflow store is not preloaded",
+    )
+    ap.add_argument(
         "--after",
         action="store_true",
         help="after the job: time tuning status/show/best and the MLflow UI's runs page",
@@ -608,6 +616,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             storage = f"sqlite:///{workdir / 'optuna.db'}"
             tracking = f"sqlite:///{workdir / 'mlflow.db'}"
+        if args.preload:
+            if args.store != "sqlite":
+                ap.error("--preload: SQLite only (synthetic_study copies trials in SQL)")
+            import synthetic_study
+
+            synthetic_study.make_study(storage, args.preload, name="growth", running=0)
+            print(f"preloaded {args.preload} synthetic trials", flush=True)
         return run(args, workdir, out, storage=storage, tracking=tracking)
 
 
@@ -639,6 +654,7 @@ def run(args: argparse.Namespace, workdir: Path, out: Path, *, storage: str, tra
         "storage": redact(storage),
         "tracking": redact(tracking),
         "workdir": str(workdir),
+        "preload": args.preload,
         "goal": "ratio <= 1.5",
     }
 

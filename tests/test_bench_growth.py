@@ -16,7 +16,8 @@ from conftest import ROOT, mlflow_runs, parents_and_children
 SCRIPT = ROOT / "benchmarks" / "growth.py"
 
 
-def test_growth_benchmark_smoke(tmp_path: Path) -> None:
+def _growth(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """Run growth.py with ``args`` into ``tmp_path``; its process and JSON report."""
     out = tmp_path / "growth.json"
     env = {
         k: v
@@ -25,7 +26,7 @@ def test_growth_benchmark_smoke(tmp_path: Path) -> None:
     }
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--trials", "12", "--epochs", "3"]
+        [sys.executable, str(SCRIPT), *args]
         + ["--workdir", str(tmp_path / "work"), "--out", str(out)],
         cwd=tmp_path,
         env=env,
@@ -34,9 +35,13 @@ def test_growth_benchmark_smoke(tmp_path: Path) -> None:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc, json.loads(out.read_text())
+
+
+def test_growth_benchmark_smoke(tmp_path: Path) -> None:
+    proc, report = _growth(tmp_path, "--trials", "12", "--epochs", "3")
     assert "| trial |" in proc.stdout
 
-    report = json.loads(out.read_text())
     assert report["status"] == "FINISHED"
     assert report["trials_run"] == 12
     assert sum(report["counts"].values()) == 12
@@ -64,3 +69,13 @@ def test_growth_benchmark_smoke(tmp_path: Path) -> None:
         assert child.data.tags["state"] in ("complete", "pruned", "not_learning")
         assert "learning_rate" in child.data.params
         assert "val_accuracy" in child.data.metrics
+
+
+def test_growth_benchmark_preloaded(tmp_path: Path) -> None:
+    """``--preload N``: the job resumes a study of N synthetic trials and adds its own."""
+    proc, report = _growth(tmp_path, "--preload", "60", "--trials", "4", "--epochs", "3")
+    assert "preloaded 60 synthetic trials" in proc.stdout
+    assert report["preload"] == 60 and report["trials_run"] == 4
+    # 60 finished and one enqueued (synthetic_study's WAITING trial, which the job runs first)
+    assert "resumed with 61 trials" in " ".join(report["job_lines"])
+    assert sum(report["counts"].values()) == 64  # the study's trials: 60 + this job's 4

@@ -3,7 +3,6 @@ champion lookup without MLflow equals MLflow's, and on 10,000 trials each comman
 
 from __future__ import annotations
 
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -163,27 +162,53 @@ def test_sql_digest_on_postgresql() -> None:
 
 
 @pytest.mark.slow
-def test_reading_commands_on_10000_trials_cost_under_2_s(tmp_path: Path) -> None:
-    """Each command in a fresh process, its CPU time (children's rusage): a busy machine
-    disturbs it far less than wall time. Bound: 2 s each (measured 1.3-1.8 s)."""
+def test_reading_commands_on_10000_trials_read_a_few_trials_and_copy_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``status``, ``show`` and ``best`` on a study of 10,000 trials: the right counts, from SQL
+    aggregates and the few trials they show (:mod:`tuning.digest`), not by reading or copying
+    every trial, which is what made them cost seconds. Their times are benchmark figures
+    (``benchmarks/growth.py --after``, benchmarks/RESULTS.md), not asserted here."""
+    import copy
+
+    from typer.testing import CliRunner
+
+    from tuning.cli import app
+
     db = tmp_path / "optuna.db"
     make_study(f"sqlite:///{db}", 10000)
     storage = f"sqlite:///{db}"
+    rows: list[int] = []  # trials per read of the database
+    copied = 0  # trials deep-copied
+    read = optuna.storages.RDBStorage._get_trials
+    deepcopy = copy.deepcopy
+
+    def counted_read(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        trials = read(self, *args, **kwargs)
+        rows.append(len(trials))
+        return trials
+
+    def counted_copy(x, memo=None, _nil=[]):  # type: ignore[no-untyped-def]  # noqa: B006
+        nonlocal copied
+        if memo is None:  # a caller's copy, not deepcopy's own recursion
+            items = x if isinstance(x, list) else [x]
+            copied += sum(isinstance(t, optuna.trial.FrozenTrial) for t in items)
+        return deepcopy(x, memo)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_trials", counted_read)
+    monkeypatch.setattr(copy, "deepcopy", counted_copy)
+    monkeypatch.chdir(tmp_path)
     commands = [
         ["status", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
         ["show", "growth"],
         ["best", "growth"],
     ]
     for args in commands:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        done = subprocess.run(
-            [sys.executable, "-m", "tuning.cli", *args, "--storage", storage],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        assert done.returncode == 0, done.stderr
-        assert "10004 trials" in done.stdout or args[0] == "best"
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        assert cpu < 2.0, f"tuning {args[0]}: {cpu:.2f} s of CPU on 10,000 trials"
+        rows.clear()
+        copied = 0
+        done = CliRunner().invoke(app, [*args, "--storage", storage])
+        assert done.exit_code == 0, done.output
+        assert "10004 trials" in done.output or args[0] == "best"
+        # SQL aggregates and the few trials shown (tuning.digest), not every trial
+        assert sum(rows) <= 100, f"tuning {args[0]} read {sum(rows)} trials: {rows[:10]}"
+        assert copied <= 1, f"tuning {args[0]} deep-copied {copied} trials"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import operator
 from collections.abc import Container
 from typing import Any
 
@@ -39,8 +40,7 @@ _MAX_LISTS = 16  # state sets kept per study (Optuna's readers ask for about fiv
 _Key = frozenset[TrialState] | None
 
 
-def _number(t: FrozenTrial) -> int:
-    return t.number
+_number = operator.attrgetter("number")
 
 
 if _CachedStorage is not None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import operator
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -68,10 +69,7 @@ __all__ = [
 _RECONCILED_FROM = "tuning:reconciled_from"
 
 TPE_BEST = 25  # Optuna's TPE models at most 25 trials as "good" (default_gamma's cap)
-
-
-def _number(t: optuna.trial.FrozenTrial) -> int:
-    return t.number
+_number = operator.attrgetter("number")
 
 
 class _BestOld:
@@ -704,11 +702,16 @@ class OptunaEngine(Engine):
             best_run_id=records.run_id(best),
         )
 
-    def _feasible_ranked(self) -> list[optuna.trial.FrozenTrial]:
-        """Complete trials meeting every limit, best first by the primary objective."""
+    def _feasible_ranked(
+        self, done: list[optuna.trial.FrozenTrial] | None = None
+    ) -> list[optuna.trial.FrozenTrial]:
+        """Complete trials meeting every limit (of ``done``, the complete trials read before,
+        if given), best first by the primary objective."""
         if self.study is None:
             return []
-        done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if done is None:
+            states = (optuna.trial.TrialState.COMPLETE,)
+            done = self.study.get_trials(deepcopy=False, states=states)
         done = [t for t in done if feasible_trial(t)]
         return self.ctx.exp.objective.ranked(done, lambda t: float(t.values[0]))
 
@@ -724,14 +727,8 @@ class OptunaEngine(Engine):
         done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         key = (self.study._study_id, len(done), done[-1].number if done else -1)
         if key != self._best_of:
-            objective = self.ctx.exp.objective
-            feasible = [t for t in done if feasible_trial(t)]
-            # min: the first of equal values, so ties keep the earliest, as ranked()[0] does
-            self._best_kept = (
-                min(feasible, key=lambda t: objective.sort_key(float(t.values[0])))
-                if feasible
-                else None
-            )
+            ranked = self._feasible_ranked(done)
+            self._best_kept = ranked[0] if ranked else None
             self._best_of = key
         return self._best_kept
 

@@ -5,13 +5,17 @@ What every engine must do (MLflow names, resume, budget, errors) is in test_cont
 
 from __future__ import annotations
 
+import math
 import time
 
 import mlflow
 import optuna
 import pytest
+import scipy.special
+from optuna.samplers._tpe import _truncnorm
 
 from tuning.config import load_experiment
+from tuning.engines.optuna import fast_log_ndtr
 from tuning.job import run_job
 
 
@@ -241,3 +245,57 @@ def test_median_pruner_reads_the_complete_trials_once_per_trial_and_decides_as_o
             decisions.append(mine)
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     assert True in decisions and False in decisions
+
+
+_OPTUNAS_LOG_NDTR = getattr(_truncnorm, "_log_ndtr", None)  # as imported, before any sampler
+
+
+def _tpe_proposals(n: int) -> list[dict[str, object]]:
+    """Parameters TPE proposes over ``n`` trials of a space with every kind of parameter (its
+    log Phi serves the integer ones), as the engine's sampler is made (multivariate)."""
+    sampler = optuna.samplers.TPESampler(seed=7, n_startup_trials=5, multivariate=True)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        layers = trial.suggest_int("n_hidden", 1, 4)
+        neurons = trial.suggest_int("n_neurons", 8, 256, log=True)
+        lr = trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True)
+        drop = trial.suggest_float("dropout", 0.0, 0.5, step=0.1)
+        act = trial.suggest_categorical("activation", ["relu", "elu", "selu"])
+        return (
+            -abs(layers - 2)
+            - abs(math.log(neurons / 90))
+            - abs(math.log(lr / 3e-3))
+            - drop
+            + (act == "elu")
+        )
+
+    study.optimize(objective, n_trials=n)
+    return [t.params for t in study.trials]
+
+
+@pytest.mark.skipif(
+    _OPTUNAS_LOG_NDTR is None or _OPTUNAS_LOG_NDTR is scipy.special.log_ndtr,
+    reason="Optuna's own log_ndtr is not there to compare with",
+)
+def test_fast_log_ndtr_makes_tpe_propose_what_optunas_own_does(monkeypatch) -> None:
+    monkeypatch.setattr(_truncnorm, "_log_ndtr", _OPTUNAS_LOG_NDTR)
+    optunas = _tpe_proposals(60)
+    assert fast_log_ndtr() is True
+    assert _truncnorm._log_ndtr is scipy.special.log_ndtr  # installed: SciPy's, in C
+    assert fast_log_ndtr() is True  # and again: nothing to do
+    # 55 modelled samples: the same integers and choices, and the same floats but for their last
+    # digits (TPE draws floats through log Phi too, and SciPy's differs from Optuna's there)
+    assert _tpe_proposals(60) == [
+        {k: pytest.approx(v, rel=1e-12) if isinstance(v, float) else v for k, v in p.items()}
+        for p in optunas
+    ]
+
+
+def test_fast_log_ndtr_leaves_a_function_that_computes_something_else(monkeypatch) -> None:
+    def other(a):  # a later Optuna whose _log_ndtr meant something else
+        return scipy.special.log_ndtr(a) * 2.0
+
+    monkeypatch.setattr(_truncnorm, "_log_ndtr", other)
+    assert fast_log_ndtr() is False
+    assert _truncnorm._log_ndtr is other

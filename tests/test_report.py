@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import mlflow_client
 from typer.testing import CliRunner
 
@@ -111,3 +112,54 @@ def test_optunas_plots_read_the_trials_once_and_copy_none(tmp_path: Path, monkey
     assert all(p.stat().st_size > 1000 for p in paths)
     assert len(reads) == 1
     assert copies == []
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_per_trial_plots_draw_the_latest_trials_and_the_best_before_them(
+    tmp_path: Path, monkeypatch, direction: str
+) -> None:
+    """A long study's parallel-coordinate and slice plots draw its latest complete trials and
+    the best before them (and say so); the history and the importances draw every trial."""
+    import optuna
+
+    from tuning import report
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=direction, sampler=optuna.samplers.RandomSampler(1))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) + 0.1 * t.suggest_int("n", 1, 4), 45)
+    for _ in range(3):  # pruned and failed trials are not drawn, and stay out of the count
+        study.tell(study.ask(), state=optuna.trial.TrialState.PRUNED)
+    monkeypatch.setattr(report, "PLOT_TRIALS", 20)
+    monkeypatch.setattr(report, "PLOT_BEST", 4)
+
+    drawn: dict[str, list[int]] = {}
+    for module in (optuna.visualization, optuna.visualization.matplotlib):
+        for fn in ("plot_parallel_coordinate", "plot_slice", "plot_param_importances"):
+            real = getattr(module, fn)
+
+            def spy(s, *a, _real=real, _key=f"{module.__name__}.{fn}", **k):
+                done = s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                drawn[_key] = [t.number for t in done]
+                return _real(s, *a, **k)
+
+            monkeypatch.setattr(module, fn, spy)
+
+    paths = {p.name: p for p in report._optuna_plots(study, tmp_path)}
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    older = sorted(complete[:-20], key=lambda t: t.value, reverse=direction == "maximize")
+    expected = sorted([t.number for t in older[:4]] + [t.number for t in complete[-20:]])
+    for fn in ("plot_parallel_coordinate", "plot_slice"):
+        assert drawn[f"optuna.visualization.{fn}"] == expected
+        assert drawn[f"optuna.visualization.matplotlib.{fn}"] == expected
+    every = [t.number for t in complete]
+    assert drawn["optuna.visualization.plot_param_importances"] == every
+    note = "the latest 20 complete trials and the best 4 before them, of 45"
+    assert note in paths["parallel_coordinate.html"].read_text()
+    assert note in paths["slice.html"].read_text()
+    assert note not in paths["param_importances.html"].read_text()
+
+    monkeypatch.setattr(report, "PLOT_TRIALS", 1000)  # a study of fewer: every trial, no note
+    drawn.clear()
+    paths = {p.name: p for p in report._optuna_plots(study, tmp_path)}
+    assert drawn["optuna.visualization.plot_parallel_coordinate"] == every
+    assert "complete trials and the best" not in paths["slice.html"].read_text()

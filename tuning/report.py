@@ -11,6 +11,8 @@ does not train anything.
 
 from __future__ import annotations
 
+import copy
+import heapq
 import warnings
 from collections.abc import Container, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -278,14 +280,46 @@ class _Snapshot(optuna.Study):
             return list(self._frozen)
         return [t for t in self._frozen if t.state in states]
 
+    def latest(self, n: int, best: int) -> tuple[_Snapshot, str | None]:
+        """This snapshot with only its latest ``n`` complete trials and the ``best`` best of the
+        complete trials before them (the other states as they are), and a line that says so;
+        itself and None where it has no more than ``n + best`` complete trials."""
+        done = optuna.trial.TrialState.COMPLETE
+        complete = [t for t in self._frozen if t.state == done]
+        if len(complete) <= n + best:
+            return self, None
+        older = complete[:-n]
+        pick = heapq.nsmallest if self.direction.name == "MINIMIZE" else heapq.nlargest
+        keep = {t.number for t in complete[-n:]}
+        keep.update(t.number for t in pick(best, older, key=lambda t: float(t.value)))  # type: ignore[arg-type]
+        view = copy.copy(self)
+        view._frozen = [t for t in self._frozen if t.state != done or t.number in keep]
+        return view, (
+            f"the latest {n:,} complete trials and the best {best} before them, "
+            f"of {len(complete):,}"
+        )
+
+
+# Per-trial plots (parallel coordinate, slice) draw a long study's latest trials and its best:
+# thousands of lines tell nothing more, and plotly takes seconds to draw them (the reports'
+# goal is 10 s at 10,000 trials: benchmarks/RESULTS.md, "Growth: 10,000 trials").
+PLOT_TRIALS = 1000
+PLOT_BEST = 25
+_PER_TRIAL_PLOTS = ("parallel_coordinate", "slice")
+
 
 def _optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
-    """Optuna's own plots: interactive HTML (plotly) and a PNG twin (matplotlib) of each."""
+    """Optuna's own plots: interactive HTML (plotly) and a PNG twin (matplotlib) of each.
+
+    The optimization history and the importances use every trial; the per-trial plots the
+    latest :data:`PLOT_TRIALS` complete ones and the best :data:`PLOT_BEST` before them, and
+    their titles say so."""
     plt = _pyplot()
     study = _Snapshot(study)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2 or not any(t.params for t in complete):
         return []
+    recent, note = study.latest(PLOT_TRIALS, PLOT_BEST)
     paths: list[Path] = []
     kinds = {
         "optimization_history": ("plot_optimization_history", False),
@@ -296,20 +330,26 @@ def _optuna_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     for name, (fn, needs_variety) in kinds.items():
         if needs_variety and len(complete) < 3:
             continue
+        drawn, said = (recent, note) if name in _PER_TRIAL_PLOTS else (study, None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 if name != "optimization_history":  # the PNG of this one is ours (above)
-                    getattr(optuna.visualization.matplotlib, fn)(study)
+                    getattr(optuna.visualization.matplotlib, fn)(drawn)
                     fig = plt.gcf()
                     fig.set_size_inches(9, 5)
                     fig.tight_layout()
+                    if said:
+                        fig.text(0.005, 0.005, said, fontsize=7, color="0.4")
                     png = out_dir / f"{name}.png"
                     fig.savefig(png, dpi=100)
                     paths.append(png)
                 plt.close("all")
                 html = out_dir / f"{name}.html"
-                getattr(optuna.visualization, fn)(study).write_html(html, include_plotlyjs="cdn")
+                figure = getattr(optuna.visualization, fn)(drawn)
+                if said:
+                    figure.update_layout(title_text=f"{figure.layout.title.text or name}: {said}")
+                figure.write_html(html, include_plotlyjs="cdn")
                 paths.append(html)
             except (ValueError, RuntimeError, ZeroDivisionError, ImportError):
                 plt.close("all")  # too few distinct trials for this plot: skip it

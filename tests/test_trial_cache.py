@@ -115,3 +115,43 @@ def test_a_jobs_storage_is_behind_it(make_experiment) -> None:
 
     exp = load_experiment(make_experiment())
     assert type(storage_mod.open_storage(exp)) is trial_cache.SortedTrialsCache
+
+
+def test_a_job_opens_its_storage_once_and_reads_the_trials_once(
+    workdir, make_experiment, monkeypatch
+) -> None:
+    """The lineage check and the engine share one storage in a job: the study's trials come
+    from the database once (each full read takes seconds at 10,000 trials); outside a job,
+    each open_storage is a storage of its own."""
+    from tuning.config import load_experiment
+    from tuning.job import run_job
+
+    path = make_experiment(study__n_trials=2, training__max_epochs=2)
+    run_job(load_experiment(path), say=lambda _: None)  # a study with trials to read
+
+    opened: list[object] = []
+    real_init = optuna.storages.RDBStorage.__init__
+
+    def counting_init(self, *args, **kwargs) -> None:
+        opened.append(self)
+        real_init(self, *args, **kwargs)
+
+    read: list[int] = []  # trials built from the database by each read
+    real_read = optuna.storages.RDBStorage._get_trials
+
+    def counting_read(self, *args, **kwargs):
+        trials = real_read(self, *args, **kwargs)
+        read.append(len(trials))
+        return trials
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "__init__", counting_init)
+    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_trials", counting_read)
+    result = run_job(load_experiment(path), say=lambda _: None)
+    assert result.trials_run == 2
+    assert len(opened) == 1
+    assert read.count(2) == 1  # the first job's two trials, read once (then only what is new)
+
+    exp = load_experiment(path)
+    assert storage_mod.open_storage(exp) is not storage_mod.open_storage(exp)
+    with storage_mod.one_storage_per_job():
+        assert storage_mod.open_storage(exp) is storage_mod.open_storage(exp)

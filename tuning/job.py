@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from tuning import backend, champion, engines, lineage, summary, tracking
+from tuning import backend, champion, engines, lineage, storage, summary, tracking
 from tuning.config import Experiment, check_objective_for, redact
 from tuning.data import Dataset, load_dataset
 from tuning.engines.base import STOP, Engine, JobContext, Outcome, Say
@@ -192,6 +192,11 @@ def run_job(
             reports (the parent run ends FAILED; the study and the trials' runs are kept).
         KeyboardInterrupt: after ending the trial in flight as KILLED and the parent run too.
     """
+    with storage.one_storage_per_job():  # the lineage check and the engine read the trials once
+        return _run_job(exp, say=say, progress=progress, report_table=report_table)
+
+
+def _run_job(exp: Experiment, *, say: Say, progress: bool, report_table: bool) -> JobResult:
     t0 = time.perf_counter()
     STOP.clear()
     data, uri = validate_job(exp)

@@ -11,9 +11,12 @@ and failing, at once, the RUNNING trials whose process on this host is gone
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
 import sqlite3
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -30,6 +33,7 @@ __all__ = [
     "fail_dead_trials",
     "lost_server",
     "load_study",
+    "one_storage_per_job",
     "open_storage",
     "storage_has_studies",
     "reading_storage",
@@ -258,9 +262,30 @@ class SharedSQLite(sqlite3.Connection):
         self.execute("PRAGMA synchronous=NORMAL")
 
 
+_Shared = dict[tuple[object, ...], optuna.storages.BaseStorage]
+_JOB_STORAGES: contextvars.ContextVar[_Shared | None] = contextvars.ContextVar(
+    "tuning_job_storages", default=None
+)
+
+
+@contextlib.contextmanager
+def one_storage_per_job() -> Iterator[None]:
+    """Within it, :func:`open_storage` opens each storage (URL and settings) once: a job's
+    lineage check and its engine then share one object, whose cache holds the trials the
+    first read, and the study's trials are read from the database once, not twice (each read
+    of every trial takes ~4 s at 10,000 trials: benchmarks/RESULTS.md, "Growth: 10,000
+    trials"). Outside, each call opens its own, as a job's workers and tests expect."""
+    token = _JOB_STORAGES.set(_JOB_STORAGES.get() or {})
+    try:
+        yield
+    finally:
+        _JOB_STORAGES.reset(token)
+
+
 def open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
     """The experiment's storage, with the heartbeat and retry its settings ask for, behind the
     trial cache of :mod:`tuning.trial_cache` (a database's; a study reads it many times a trial).
+    Within :func:`one_storage_per_job`, the one opened before for the same settings.
 
     A storage not there yet is created here (its tables), under :func:`tuning.locks.store_lock`:
     jobs that start at the same moment create it once.
@@ -268,6 +293,18 @@ def open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
     Raises:
         ConfigError: when the storage cannot be opened (driver missing, server down).
     """
+    url = exp.study.storage
+    shared = _JOB_STORAGES.get()
+    key = (url, exp.study.heartbeat_interval, exp.study.max_retries)
+    if shared is not None and key in shared:
+        return shared[key]
+    opened = _open_storage(exp)
+    if shared is not None:
+        shared[key] = opened
+    return opened
+
+
+def _open_storage(exp: Experiment) -> optuna.storages.BaseStorage:
     url = exp.study.storage
     kwargs: dict[str, object] = {}
     if url.startswith("sqlite"):

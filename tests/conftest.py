@@ -220,6 +220,23 @@ def one_line_error(result: Any, *fragments: str) -> str:
     return lines[0]
 
 
+def _optuna_tables_made(path: str) -> bool:
+    """Whether the SQLite file ``path`` holds Optuna's tables, stamped with their version: an
+    RDBStorage opened before that races the job's to create them (UNIQUE alembic_version)."""
+    import sqlite3
+
+    if not Path(path).is_file():
+        return False
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+        finally:
+            db.close()
+    except sqlite3.Error:  # no such table yet, or locked while it is being made
+        return False
+
+
 def wait_for_trials(
     study: str, proc: Any, ready: Callable[[list[Any]], bool], *, timeout: float = 180
 ) -> None:
@@ -231,6 +248,8 @@ def wait_for_trials(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
+            if not _optuna_tables_made("optuna.db"):  # opening it now would make them too
+                raise KeyError(study)
             trials = optuna.load_study(study_name=study, storage="sqlite:///optuna.db").trials
         except KeyError:  # the study does not exist yet
             trials = []

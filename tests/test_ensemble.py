@@ -129,3 +129,39 @@ def test_choose_takes_the_best_members_that_fit_together(digits, tmp_path: Path)
     assert len(choice.scores) == 2
     unlimited = choose(members, data=digits, metric="val_accuracy", direction="maximize", top=5)
     assert [m.label for m in unlimited.ranked] == ["0", "1", "2"]
+
+
+def test_choose_tries_the_smaller_members_when_the_best_fills_the_limit(
+    digits, tmp_path: Path
+) -> None:
+    """A best model that fills a limit alone leaves no room beside it: the group that leaves it
+    out is scored too, and its average is kept where it scores better on the validation rows."""
+    weak = _trained(digits, tmp_path, "big", seed=0, epochs=0)  # untrained: near chance
+    small = [_trained(digits, tmp_path, f"s{i}", seed=i + 1, epochs=8) for i in range(3)]
+    members = [Member("big", 0, 0.99, weak)] + [
+        Member(f"s{i}", i + 1, 0.9 - i / 100, p) for i, p in enumerate(small)
+    ]
+    size = {"big": 1000, "s0": 300, "s1": 300, "s2": 300}
+
+    def fits(group) -> bool:
+        return sum(size[m.label] for m in group) <= 1000
+
+    choice = choose(members, data=digits, metric="val_accuracy", direction="maximize", top=5,
+                    fits=fits)  # fmt: skip
+    assert [list(g) for g, _ in choice.tried] == [["big"], ["s0", "s1", "s2"]]
+    assert choice.skipped == 1 and choice.n >= 2
+    assert [m.label for m in choice.members] == ["s0", "s1", "s2"][: choice.n]
+    assert choice.value > choice.tried[0][1][0]  # better than the best alone, recomputed
+    assert fits(choice.members)
+    # Where the limits cut nothing, only the best-first group is scored (as without limits).
+    roomy = choose(members, data=digits, metric="val_accuracy", direction="maximize", top=5,
+                   fits=lambda group: True)  # fmt: skip
+    assert len(roomy.tried) == 1 and roomy.skipped == 0
+    # The best alone stays the choice where the smaller ones do not beat it averaged.
+    strong = _trained(digits, tmp_path, "strong", seed=9, epochs=30)
+    members[0] = Member("big", 0, 0.99, strong)
+    weak_small = [Member(f"w{i}", i + 1, 0.5, weak) for i in range(3)]
+    size.update({f"w{i}": 300 for i in range(3)})
+    kept = choose([members[0], *weak_small], data=digits, metric="val_accuracy",
+                  direction="maximize", top=5, fits=fits)  # fmt: skip
+    assert kept.n == 1 and kept.skipped == 0 and kept.members[0].label == "big"

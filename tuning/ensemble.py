@@ -56,11 +56,13 @@ class Member:
 @dataclasses.dataclass(frozen=True)
 class Choice:
     """The members scored (best first), the validation score of each top-n average, and the
-    n chosen."""
+    n chosen; with limits, also the other groups tried (:func:`choose`)."""
 
     ranked: list[Member]
     scores: list[float]  # scores[n - 1]: the average of the best n members
     n: int
+    skipped: int = 0  # how many of the best members the chosen group leaves out
+    tried: tuple[tuple[tuple[str, ...], tuple[float, ...]], ...] = ()  # (labels, scores) per group
 
     @property
     def members(self) -> list[Member]:
@@ -93,32 +95,72 @@ def choose(
         loss, output_activation: The experiment's training settings (regression heads).
         fits: Whether a group of members may be averaged (the experiment's limits): members
             are then taken best first, each one only where the group still fits with it, so
-            an average within the limits takes the best members that fit together.
+            an average within the limits takes the best members that fit together. Where the
+            limits cut that group short (a member passed over), the group that starts one
+            member further down is tried too (and so on, at most ``top`` groups): a best
+            model that fills the limit alone leaves no room beside it, and several smaller
+            ones that fit together may score better averaged. Only averages of two or more
+            count from a group that leaves the best out (the best alone is the other choice).
 
     Returns:
-        The best-scoring top-n average; ties go to the smaller n.
+        The best-scoring average on the validation rows; ties go to the smaller n, then to the
+        group that leaves fewer of the best out. n = 1: the best alone.
     """
     objective = Objective(metric, direction)  # type: ignore[arg-type]
-    ranked: list[Member] = []
-    for m in objective.ranked(members, lambda m: m.value):
-        if len(ranked) >= max(top, 1):
-            break
-        if fits is None or not ranked or fits([*ranked, m]):
-            ranked.append(m)
+    pool = objective.ranked(members, lambda m: m.value)
+    groups = _groups(pool, max(top, 1), fits)
     scorer = _scorer(data, loss=loss, output_activation=output_activation)
     key = metric.removeprefix("val_")
-    total: np.ndarray | None = None
-    scores: list[float] = []
-    for n, m in enumerate(ranked, start=1):
-        predicted = load_keras(str(m.path)).predict(data.x_valid, batch_size=1024, verbose=0)
-        total = predicted.astype(np.float64) if total is None else total + predicted
-        result = scorer.evaluate(
-            (total / n).astype(np.float32), data.y_valid, batch_size=1024, verbose=0,
-            return_dict=True,
-        )  # fmt: skip
-        scores.append(float(result[key]))
-    best = min(range(len(scores)), key=lambda i: objective.sort_key(scores[i]))  # ties: smaller n
-    return Choice(ranked=ranked, scores=scores, n=best + 1)
+    predicted: dict[Path, np.ndarray] = {}  # each member predicts the rows once
+    tried: list[tuple[list[Member], list[float]]] = []
+    for group in groups:
+        total: np.ndarray | None = None
+        scores: list[float] = []
+        for n, m in enumerate(group, start=1):
+            if m.path not in predicted:
+                model = load_keras(str(m.path))
+                predicted[m.path] = model.predict(data.x_valid, batch_size=1024, verbose=0)
+            p = predicted[m.path].astype(np.float64)
+            total = p if total is None else total + p
+            result = scorer.evaluate(
+                (total / n).astype(np.float32), data.y_valid, batch_size=1024, verbose=0,
+                return_dict=True,
+            )  # fmt: skip
+            scores.append(float(result[key]))
+        tried.append((group, scores))
+    options = [
+        (objective.sort_key(scores[n]), n, g)
+        for g, (_, scores) in enumerate(tried)
+        for n in range(len(scores))
+        if g == 0 or n >= 1  # a group without the best: averages only
+    ]
+    _, best_n, g = min(options, key=lambda o: (o[0], o[1], o[2]))  # ties: smaller n, group
+    group, scores = tried[g]
+    shown = tuple((tuple(m.label for m in gr), tuple(sc)) for gr, sc in tried)
+    return Choice(ranked=group, scores=scores, n=best_n + 1, skipped=pool.index(group[0]),
+                  tried=shown)  # fmt: skip
+
+
+def _groups(
+    pool: Sequence[Member], top: int, fits: Callable[[Sequence[Member]], bool] | None
+) -> list[list[Member]]:
+    """The groups :func:`choose` scores: the best members that fit together, taken best
+    first; and, while the limits cut a group short, the group that starts one further down."""
+    groups: list[list[Member]] = []
+    for start in range(len(pool)):
+        group: list[Member] = []
+        cut = False
+        for m in pool[start:]:
+            if len(group) >= top:
+                break
+            if fits is None or not group or fits([*group, m]):
+                group.append(m)
+            else:
+                cut = True
+        groups.append(group)
+        if fits is None or not cut or len(groups) >= top or start + 1 >= len(pool):
+            break
+    return groups
 
 
 def average(
@@ -179,6 +221,8 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
         "ranked": [dataclasses.asdict(m) | {"path": None} for m in choice.ranked],
         "scores": choice.scores,
         "chosen": labels,
+        "skipped": choice.skipped,
+        "groups": [{"labels": list(g), "scores": list(sc)} for g, sc in choice.tried],
     }
     ctx.parent.log_text(json.dumps(table, indent=2), "ensemble.json")
     shown = ", ".join(f"{s:.4f}" for s in choice.scores)
@@ -198,9 +242,14 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
             return
     path = models.save(model, "ensemble.keras")
     models.adopt(path, choice.value, choice.members[0].number, single=winner, members=labels)
+    skipped = (
+        f"; the best {choice.skipped} left out: over the limits beside the others"
+        if choice.skipped else ""
+    )  # fmt: skip
     ctx.say(
         f"ensemble: {len(labels)} models ({', '.join('#' + x for x in labels)}) score {metric} "
-        f"{choice.value:.4f} together (top 1..n: {shown}) in {time.perf_counter() - started:.1f} s"
+        f"{choice.value:.4f} together (top 1..n: {shown}{skipped}) in "
+        f"{time.perf_counter() - started:.1f} s"
     )
 
 

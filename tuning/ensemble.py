@@ -191,9 +191,13 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
 
     The candidates: the search's kept models (its ``ensemble_top`` best) and every re-run,
     ranked by their own validation value (:func:`choose`). Where no average beats the best
-    alone, the model stays the re-check's winner.
+    alone, the model stays the re-check's winner. With several objectives or limits, the
+    average (within the limits, counted as one model) is one more candidate of the stated rule
+    (:func:`tuning.selection.select`): where it scores best, it is the reference that smaller
+    or faster models must not fall short of beyond noise, and the rule keeps the lowest on the
+    preferred measure among them, the average itself where none is close enough.
     """
-    models, exp = ctx.runner.models, ctx.exp
+    models = ctx.runner.models
     winner = _winner(models, checked)
     if winner is None:
         return
@@ -201,13 +205,25 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
     candidates = [_kept_member(k) for k in models.kept]
     for c in checked:
         candidates += _run_members(c)
+    averaged = _ensemble(ctx, winner, candidates, checked)
     if ctx.runner.judged and models.enabled:
-        winner = _select(ctx, winner, candidates, checked)
-        if exp.prefer is not None and winner.label != _best_label(ctx):
-            return  # a smaller or faster model won: an average would be larger, not kept
+        pick = _select(ctx, winner, candidates, checked, averaged)
+        if averaged is None or pick.path != averaged.path:
+            return  # the rule kept one model (adopted)
+    if averaged is not None:
+        models.adopt(averaged.path, averaged.value, averaged.number, single=winner,
+                     members=averaged.label.split("+"))  # fmt: skip
+
+
+def _ensemble(
+    ctx: JobContext, winner: Member, candidates: list[Member], checked: list[Rechecked]
+) -> Member | None:
+    """The best average of the job's models within its limits, saved (``ensemble.json``, one
+    line said), labelled ``27r1+27`` by its members; None where none beats the best alone."""
+    models, exp = ctx.runner.models, ctx.exp
     top = exp.study.ensemble_top
     if top < 2 or len(candidates) < 2 or not models.enabled:
-        return
+        return None
     started = time.perf_counter()
     settings = {"loss": exp.training.loss, "output_activation": exp.training.output_activation}
     metric = exp.objective.metric
@@ -228,7 +244,7 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
     shown = ", ".join(f"{s:.4f}" for s in choice.scores)
     if choice.n == 1:
         ctx.say(f"ensemble: no average beats the best alone ({metric} of the top 1..n: {shown})")
-        return
+        return None
     model = average([m.path for m in choice.members], data=ctx.data, **settings)
     if exp.limits:  # the average counts as one model: it must meet the limits itself
         names = [m for m in measures.needed(exp) if m in exp.limits]
@@ -239,9 +255,8 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
                               over.items() if v > 0)  # fmt: skip
             ctx.say(f"ensemble: the average of {len(labels)} models is over the limits "
                     f"({shown}); the single model is kept")  # fmt: skip
-            return
+            return None
     path = models.save(model, "ensemble.keras")
-    models.adopt(path, choice.value, choice.members[0].number, single=winner, members=labels)
     skipped = (
         f"; the best {choice.skipped} left out: over the limits beside the others"
         if choice.skipped else ""
@@ -251,14 +266,21 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
         f"{choice.value:.4f} together (top 1..n: {shown}{skipped}) in "
         f"{time.perf_counter() - started:.1f} s"
     )
+    return Member("+".join(labels), choice.members[0].number, choice.value, path)
 
 
 def _select(
-    ctx: JobContext, winner: Member, candidates: list[Member], checked: list[Rechecked]
+    ctx: JobContext,
+    winner: Member,
+    candidates: list[Member],
+    checked: list[Rechecked],
+    averaged: Member | None = None,
 ) -> Member:
     """Several objectives or limits: the job's model by the stated rule
     (:func:`tuning.selection.select`), adopted; logged as ``selection.json`` and the parent's
-    tags ``selection_rule``, ``selection``; one line said."""
+    tags ``selection_rule``, ``selection``; one line said. ``averaged`` (the best average
+    within the limits) is a candidate too, the reference where it scores better than
+    ``winner``."""
     from tuning.trial import validation_truth
 
     models, exp = ctx.runner.models, ctx.exp
@@ -267,8 +289,15 @@ def _select(
     def cand(m: Member) -> Candidate:
         return Candidate(m.label, m.number, m.value, m.path, dict(figures.get(m.path, {})))
 
-    others = [cand(m) for m in candidates if m.path != winner.path]
-    picked = select(exp, ctx.data, cand(winner), others, truth=validation_truth(ctx.data))
+    reference, others = cand(winner), [cand(m) for m in candidates if m.path != winner.path]
+    if averaged is not None:
+        mean = Candidate(averaged.label, averaged.number, averaged.value, averaged.path,
+                         {exp.objective.metric: averaged.value})  # fmt: skip
+        if exp.objective.better(averaged.value, winner.value):
+            reference, others = mean, [reference, *others]
+        else:
+            others.append(mean)
+    picked = select(exp, ctx.data, reference, others, truth=validation_truth(ctx.data))
     ctx.parent.log_text(json.dumps(picked.table(), indent=2, default=str), "selection.json")
     ctx.parent.set_tags({
         "selection_rule": picked.rule, "selection": picked.reason[:5000],
@@ -312,11 +341,6 @@ def _fits(
         return True
 
     return fits
-
-
-def _best_label(ctx: JobContext) -> str:
-    picked = ctx.runner.models.selected
-    return picked.reference.label if picked is not None else ""
 
 
 def _winner(models: ModelKeeper, checked: list[Rechecked]) -> Member | None:

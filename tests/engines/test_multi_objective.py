@@ -129,6 +129,41 @@ def test_nsga2_job_on_latency_with_an_ensemble_that_must_meet_the_limit(
     assert float(version.tags["n_params"]) <= LIMIT
 
 
+def test_the_average_within_the_limit_is_a_candidate_of_the_rule(workdir, make_experiment) -> None:
+    """The best average within the limit (counted as one model) is one more candidate of the
+    selection rule: where it scores better than the best single model, it is the reference
+    that smaller models must not fall short of; with ``within_se: 0`` a smaller one is kept only
+    where it is at least as good on the validation rows."""
+    exp, result, study, lines = _job(
+        make_experiment, {"type": "tpe", "n_startup_trials": 3}, "n_params",
+        study__ensemble_top=3, selection__within_se=0,
+        training__max_epochs=2,
+    )  # fmt: skip
+    ens = run_json(workdir, result.parent_run_id, "ensemble.json")
+    picked = run_json(workdir, result.parent_run_id, "selection.json")
+    parent = mlflow.MlflowClient(result.tracking_uri).get_run(result.parent_run_id)
+    # Two-epoch models on digits are weak and diverse: an average beats the best alone.
+    assert len(ens["chosen"]) > 1, ens
+    label = "+".join(ens["chosen"])
+    mean = next(c for c in picked["candidates"] if c["label"] == label)
+    assert mean["figures"]["n_params"] <= LIMIT  # measured on the average: the members' sum
+    single = [c for c in picked["candidates"] if "+" not in c["label"]]
+    best_single = max(c["value"] for c in single)
+    assert mean["value"] > best_single, picked  # the average beats every single model...
+    assert picked["reference"] == label, picked  # ...so it is the rule's reference
+    chosen = next(c for c in picked["candidates"] if c["label"] == picked["chosen"])
+    if chosen is not mean:  # a smaller single model, no worse on the validation rows
+        assert chosen["figures"]["n_params"] < mean["figures"]["n_params"]
+        assert chosen["gap"] <= 0 and chosen["p_value"] >= 0.05, picked
+        assert not parent.data.tags.get("model_members"), parent.data.tags
+    else:
+        assert parent.data.tags["model_members"] == ",".join(ens["chosen"])
+        assert parent.data.metrics["job_best_value"] == pytest.approx(mean["value"])
+    assert parent.data.tags["model_label"] == picked["chosen"]
+    version = mlflow.MlflowClient(result.tracking_uri).get_model_version("mo-mlp", "1")
+    assert float(version.tags["n_params"]) <= LIMIT
+
+
 def test_nsga2_sampler_is_named_with_its_population() -> None:
     from tuning.config.schema import SamplerConfig
     from tuning.engines.optuna import make_sampler

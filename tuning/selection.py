@@ -17,7 +17,9 @@ models (and, through the decision text, that ``@champion`` reports):
    0.7 % less accurate, which lost 1-2 % on the test rows); the bound keeps "within noise"
    meaning within one standard error.
 
-Without ``prefer`` the reference is kept. :func:`front` gives the models worth keeping during
+Without ``prefer`` the reference is kept. ``tuning.ensemble`` passes the best average of the
+job's models within the limits as one more candidate (one model, measured as a whole), the
+reference where it scores better than the best single model. :func:`front` gives the models worth keeping during
 the search for this rule: the non-dominated ones on (primary, preferred measure).
 """
 

@@ -134,7 +134,7 @@ def choose(
         for n in range(len(scores))
         if g == 0 or n >= 1  # a group without the best: averages only
     ]
-    _, best_n, g = min(options, key=lambda o: (o[0], o[1], o[2]))  # ties: smaller n, group
+    _, best_n, g = min(options)  # ties: the smaller n, then the earlier group
     group, scores = tried[g]
     shown = tuple((tuple(m.label for m in gr), tuple(sc)) for gr, sc in tried)
     return Choice(ranked=group, scores=scores, n=best_n + 1, skipped=pool.index(group[0]),
@@ -207,19 +207,20 @@ def settle_model(ctx: JobContext, checked: list[Rechecked]) -> None:
         candidates += _run_members(c)
     averaged = _ensemble(ctx, winner, candidates, checked)
     if ctx.runner.judged and models.enabled:
-        pick = _select(ctx, winner, candidates, checked, averaged)
-        if averaged is None or pick.path != averaged.path:
+        pick = _select(ctx, winner, candidates, checked, averaged[0] if averaged else None)
+        if averaged is None or pick.path != averaged[0].path:
             return  # the rule kept one model (adopted)
     if averaged is not None:
-        models.adopt(averaged.path, averaged.value, averaged.number, single=winner,
-                     members=averaged.label.split("+"))  # fmt: skip
+        mean, labels = averaged
+        models.adopt(mean.path, mean.value, mean.number, single=winner, members=labels)
 
 
 def _ensemble(
     ctx: JobContext, winner: Member, candidates: list[Member], checked: list[Rechecked]
-) -> Member | None:
+) -> tuple[Member, list[str]] | None:
     """The best average of the job's models within its limits, saved (``ensemble.json``, one
-    line said), labelled ``27r1+27`` by its members; None where none beats the best alone."""
+    line said), labelled ``27r1+27`` by its members, and its members' labels; None where none
+    beats the best alone."""
     models, exp = ctx.runner.models, ctx.exp
     top = exp.study.ensemble_top
     if top < 2 or len(candidates) < 2 or not models.enabled:
@@ -266,7 +267,7 @@ def _ensemble(
         f"{choice.value:.4f} together (top 1..n: {shown}{skipped}) in "
         f"{time.perf_counter() - started:.1f} s"
     )
-    return Member("+".join(labels), choice.members[0].number, choice.value, path)
+    return Member("+".join(labels), choice.members[0].number, choice.value, path), labels
 
 
 def _select(

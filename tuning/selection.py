@@ -19,8 +19,9 @@ models (and, through the decision text, that ``@champion`` reports):
 
 Without ``prefer`` the reference is kept. ``tuning.ensemble`` passes the best average of the
 job's models within the limits as one more candidate (one model, measured as a whole), the
-reference where it scores better than the best single model. :func:`front` gives the models worth keeping during
-the search for this rule: the non-dominated ones on (primary, preferred measure).
+reference where it scores better than the best single model. :func:`front` gives the models
+worth keeping during the search for this rule: the non-dominated ones on (primary, preferred
+measure).
 """
 
 from __future__ import annotations
